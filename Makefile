@@ -1,0 +1,26 @@
+# make demo / make test: both create (or reuse) .venv, install what is missing, then run.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.thinktune-installed
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-assets.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@# GPU users install their CUDA torch into .venv first; only a venv without torch gets the CPU build.
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[dev]"
+	$(PIP) --no-deps --require-hashes -r requirements-assets.txt
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/thinktune demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

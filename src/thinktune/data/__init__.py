@@ -1,0 +1,7 @@
+"""Data stages: load -> select -> validate -> render -> encode -> fit -> split -> collate."""
+
+from .collate import Collator
+from .encode import IGNORE_INDEX, encode_example
+from .pipeline import DataReport, Prepared, prepare
+
+__all__ = ["Collator", "IGNORE_INDEX", "encode_example", "DataReport", "Prepared", "prepare"]

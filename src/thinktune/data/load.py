@@ -1,0 +1,84 @@
+"""Stage 1, load: read rows from a file or a hub dataset into plain dicts, with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..errors import DataError
+
+FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+def load_rows(path: str, hub_config: str | None = None, split: str = "train") -> list[dict]:
+    """Return the rows of a data file (JSON list, JSONL, CSV, Parquet) or of a hub dataset."""
+    p = Path(path)
+    if p.suffix.lower() in FILE_SUFFIXES or p.exists():
+        if not p.is_file():
+            raise DataError(f"Data file {p} does not exist. Give a .json, .jsonl, .csv or .parquet file, or a hub dataset name.")
+        suffix = p.suffix.lower()
+        if suffix == ".jsonl":
+            return _read_jsonl(p)
+        if suffix == ".json":
+            return _read_json(p)
+        if suffix == ".csv":
+            with p.open(newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p).to_pylist()
+        raise DataError(f"Data file {p}: unknown format '{suffix}'; use .json, .jsonl, .csv or .parquet.")
+    return _read_hub(path, hub_config, split)
+
+
+def _read_json(p: Path) -> list[dict]:
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"Data file {p} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    if isinstance(data, dict):
+        # A JSON object holding one list (e.g. {"data": [...]}) is accepted.
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"Data file {p}: expected a JSON list of rows (objects), got {type(data).__name__}.")
+    _check_objects(p, data)
+    return data
+
+
+def _read_jsonl(p: Path) -> list[dict]:
+    rows = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"Data file {p}, line {lineno}: not valid JSON ({e.msg}, column {e.colno}). Each line of a .jsonl file must be one JSON object.") from None
+    _check_objects(p, rows)
+    return rows
+
+
+def _check_objects(p: Path, rows: list) -> None:
+    bad = [i + 1 for i, r in enumerate(rows) if not isinstance(r, dict)]
+    if bad:
+        raise DataError(f"Data file {p}: {len(bad)} rows are not JSON objects (first rows: {', '.join(map(str, bad[:5]))}); each row must be an object with named fields.")
+
+
+def _read_hub(name: str, hub_config: str | None, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, hub_config, split=split)
+    except Exception as e:  # noqa: BLE001 - the hub raises many types; the user needs one message
+        raise DataError(
+            f"Could not load '{name}' (config {hub_config!r}, split {split!r}) from the Hugging Face hub "
+            f"and no local file has that name: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+            "Offline, give a local .json/.jsonl/.csv/.parquet file with --data."
+        ) from None
+    return ds.to_list()

@@ -1,0 +1,168 @@
+"""The data pipeline as named stages: load -> select -> validate -> render -> encode -> fit -> split.
+
+Each stage records what it dropped or cut, and every row ends with a fate that `thinktune data
+check` prints and the run summary counts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from ..errors import DataError
+from .encode import IGNORE_INDEX, bos_prefix, encode_example, eos_id, tokenize
+from .load import load_rows
+from .render import answer_prefix, has_template, render_completion, render_prompt
+from .validate import validate_columns, validate_messages
+
+
+@dataclass
+class RowFate:
+    row: int
+    fate: str  # train | val | dropped | not selected
+    tokens: int = 0  # full length before any cut
+    prompt_tokens: int = 0
+    note: str = ""
+
+
+@dataclass
+class DataReport:
+    source: str
+    rows_read: int = 0
+    rows_selected: int = 0
+    max_length: int = 0
+    max_length_reason: str = ""
+    overflow: str = "drop"
+    over_length: int = 0  # rows longer than max_length
+    dropped: int = 0
+    truncated: int = 0
+    answer_lost: int = 0  # of the over-length rows: how many would lose the whole answer
+    train_rows: int = 0
+    val_rows: int = 0
+    train_tokens: int = 0  # all positions of the training rows
+    trained_tokens: int = 0  # labelled positions of the training rows (one epoch)
+    length_median: float = 0
+    length_p90: float = 0
+    length_max: int = 0
+    template: str = ""
+    warnings: list[str] = field(default_factory=list)
+    rows: list[RowFate] = field(default_factory=list)
+
+    def to_dict(self, with_rows: bool = True) -> dict:
+        d = asdict(self)
+        if not with_rows:
+            d.pop("rows")
+        return d
+
+
+@dataclass
+class Prepared:
+    train: list[dict]
+    val: list[dict]
+    report: DataReport
+
+
+def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None) -> Prepared:
+    """Run every stage on the configured data with this tokenizer."""
+    report = DataReport(source=data_cfg.path, overflow=data_cfg.overflow)
+    rows = load_rows(data_cfg.path, data_cfg.hub_config, data_cfg.split) if rows is None else rows
+    report.rows_read = len(rows)
+    chosen = _select(len(rows), data_cfg.limit, data_cfg.sample, seed)
+    report.rows_selected = len(chosen)
+    chosen_set = set(chosen)
+    fates = {i + 1: RowFate(i + 1, "not selected", note=f"beyond data.limit={data_cfg.limit}") for i in range(len(rows)) if i not in chosen_set}
+
+    validate = validate_messages if data_cfg.format == "messages" else validate_columns
+    samples, vreport = validate([rows[i] for i in chosen], data_cfg, data_cfg.path)
+    for s, i in zip(samples, chosen):  # validation numbers rows within the selection
+        s.row = i + 1
+    report.warnings += vreport.warnings()
+    report.template = "chat template" if has_template(tokenizer) else "plain (no chat template)"
+
+    encoded = [_encode(tokenizer, s, data_cfg.train_on_prompt) for s in samples]
+    kept = _fit(encoded, data_cfg, report, fates)
+    train, val = _split(kept, data_cfg.val_fraction, data_cfg.val_min_rows, seed, data_cfg.path)
+    for name, part in (("train", train), ("val", val)):
+        for ex in part:
+            fates[ex["row"]].fate = name
+    report.train_rows, report.val_rows = len(train), len(val)
+    report.train_tokens = sum(len(e["input_ids"]) for e in train)
+    report.trained_tokens = sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in train)
+    report.rows = [fates[r] for r in sorted(fates)]
+    return Prepared(train, val, report)
+
+
+def _select(n: int, limit: int | None, how: str, seed: int) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    if how == "random":
+        return sorted(random.Random(seed).sample(range(n), limit))
+    return list(range(limit))
+
+
+def _encode(tokenizer, sample, train_on_prompt: bool) -> dict:
+    prompt = render_prompt(tokenizer, sample.messages)
+    completion = render_completion(prompt, sample.cot, sample.response)
+    prompt_ids = tokenize(tokenizer, prompt)
+    if not has_template(tokenizer):
+        prompt_ids = bos_prefix(tokenizer) + prompt_ids
+    completion_ids = tokenize(tokenizer, completion)
+    ex = encode_example(prompt_ids, completion_ids, eos_id(tokenizer), train_on_prompt)
+    ex["row"] = sample.row
+    ex["prompt_tokens"] = len(prompt_ids)
+    # Where the answer starts: a row cut before it keeps no answer at all.
+    ex["answer_start"] = len(prompt_ids) + len(tokenize(tokenizer, answer_prefix(completion, sample.response)))
+    return ex
+
+
+def _fit(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict]:
+    """Choose max_length and drop or truncate the rows above it, counting each."""
+    lengths = [len(e["input_ids"]) for e in encoded]
+    if not lengths:
+        raise DataError(f"Data file {cfg.path}: no rows left to train on after selection.")
+    longest = max(lengths)
+    if cfg.max_length is not None:
+        report.max_length, report.max_length_reason = cfg.max_length, "set by data.max_length"
+    elif longest <= cfg.max_length_cap:
+        report.max_length, report.max_length_reason = longest, "the longest row"
+    else:
+        report.max_length, report.max_length_reason = cfg.max_length_cap, "data.max_length_cap (longest row is longer)"
+    m = report.max_length
+    report.length_median = statistics.median(lengths)
+    report.length_p90 = sorted(lengths)[min(len(lengths) - 1, math.ceil(0.9 * len(lengths)) - 1)]
+    report.length_max = longest
+    kept = []
+    for e, n in zip(encoded, lengths):
+        fate = RowFate(e["row"], "", tokens=n, prompt_tokens=e["prompt_tokens"])
+        fates[e["row"]] = fate
+        if n <= m:
+            kept.append(e)
+            continue
+        report.over_length += 1
+        lost = e["answer_start"] >= m
+        report.answer_lost += lost
+        cut = f"{n} tokens > max_length {m}" + ("; the cut would remove the whole answer" if lost else "")
+        if cfg.overflow == "drop":
+            report.dropped += 1
+            fate.fate, fate.note = "dropped", cut
+            continue
+        report.truncated += 1
+        fate.note = "truncated: " + cut
+        e["input_ids"], e["labels"] = e["input_ids"][:m], e["labels"][:m]
+        kept.append(e)
+    return kept
+
+
+def _split(kept: list[dict], fraction: float, min_rows: int, seed: int, source: str):
+    if len(kept) < 2:
+        raise DataError(f"Data file {source}: only {len(kept)} usable row(s); at least 2 are needed (one to train, one to hold out).")
+    n_val = max(min_rows, round(fraction * len(kept))) if fraction > 0 else 0
+    n_val = min(n_val, len(kept) // 2)
+    order = list(range(len(kept)))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:n_val])
+    train = [e for i, e in enumerate(kept) if i not in val_idx]
+    val = [e for i, e in enumerate(kept) if i in val_idx]
+    return train, val

@@ -1,0 +1,13 @@
+"""One error type for everything the user can fix: the CLI prints it as a paragraph, exit 2."""
+
+
+class UserError(Exception):
+    """Bad input or a bad setting. The message is one paragraph that names what to fix."""
+
+
+class DataError(UserError):
+    """A data file that cannot be used as it is (names the file, the rows and the field)."""
+
+
+class ConfigError(UserError):
+    """A config file or --set override that does not match the documented settings."""

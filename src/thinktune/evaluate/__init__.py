@@ -1,0 +1,1 @@
+"""Measuring a model: held-out loss now; benchmarks and comparisons build on it."""

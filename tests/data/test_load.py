@@ -1,0 +1,70 @@
+"""Loading and validation: every format, and one clear error naming file, rows and field."""
+
+import json
+
+import pytest
+
+from thinktune.config import DataConfig
+from thinktune.data.load import load_rows
+from thinktune.data.validate import validate_columns
+from thinktune.errors import DataError
+
+ROW = {"Question": "Q?", "Complex_CoT": "R.", "Response": "A."}
+
+
+def test_formats_read_the_same_rows(tmp_path):
+    rows = [ROW, {**ROW, "Question": "Q2?"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    import csv
+
+    with (tmp_path / "a.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ROW))
+        w.writeheader()
+        w.writerows(rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for ext in ("json", "jsonl", "csv", "parquet"):
+        assert load_rows(str(tmp_path / f"a.{ext}")) == rows, ext
+
+
+def test_missing_file():
+    with pytest.raises(DataError, match="nope.json does not exist"):
+        load_rows("nope.json")
+
+
+def test_bad_jsonl_names_the_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(ROW) + "\n" + json.dumps(ROW) + "\n{oops\n")
+    with pytest.raises(DataError, match=r"bad.jsonl, line 3: not valid JSON"):
+        load_rows(str(p))
+
+
+def test_bad_json_names_the_line(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('[\n{"Question": "a"},\n{oops}\n]')
+    with pytest.raises(DataError, match=r"bad.json is not valid JSON: .* at line 3"):
+        load_rows(str(p))
+
+
+def test_all_row_errors_in_one_message():
+    rows = [ROW, {"Question": "Q"}, {**ROW, "Response": "  "}, {**ROW, "Complex_CoT": 7}, {**ROW, "Complex_CoT": None}]
+    with pytest.raises(DataError) as e:
+        validate_columns(rows, DataConfig(), "data.json")
+    msg = str(e.value)
+    assert "data.json: 4 of 5 rows cannot be used" in msg
+    assert "field 'Complex_CoT' missing in 1 row (row 2)" in msg
+    assert "field 'Response' missing in 1 row (row 2)" in msg
+    assert "field 'Response' empty in 1 row (row 3)" in msg
+    assert "field 'Complex_CoT' not a string (e.g. int) in 1 row (row 4)" in msg
+    assert "field 'Complex_CoT' null in 1 row (row 5)" in msg
+    assert "\n" not in msg
+
+
+def test_duplicates_warn():
+    samples, report = validate_columns([ROW, ROW, {**ROW, "Question": "other"}], DataConfig(), "d.json")
+    assert len(samples) == 3
+    assert report.duplicates == [(2, 1)]
+    assert "row 2 repeats row 1" in report.warnings()[0]

@@ -1,0 +1,71 @@
+"""The command line: exit codes, one-paragraph errors, no traceback, nothing half-written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from thinktune import config
+from thinktune.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "data" / "medical_o1_en_sample.json"
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "thinktune", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_bad_data_exits_2_with_a_paragraph_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"Question": "q", "Complex_CoT": "c", "Response": "r"}\n{"Question": 3}\n')
+    out = tmp_path / "run"
+    p = run_cli("train", "--data", str(bad), "--model", str(tmp_path / "nowhere"), "--out", str(out))
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and p.stderr.startswith("thinktune: error:")
+    p = run_cli("data", "check", "--data", str(bad), "--model", str(ROOT / "tests"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert not out.exists() and not list(tmp_path.glob(".run.tmp-*"))
+
+
+def test_data_check_reports_every_row(r1_tokenizer_dir, capsys):
+    assert main(["data", "check", "--data", str(SAMPLE), "--model", str(r1_tokenizer_dir), "--set", "data.limit=100", "--set", "data.max_length=600", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
+    assert [r["row"] for r in rows] == list(range(1, 151))
+    fates = [r["fate"] for r in rows]
+    assert fates.count("not selected") == 50
+    assert fates.count("dropped") == report["dropped"] == report["over_length"] > 0
+    assert fates.count("train") == report["train_rows"] and fates.count("val") == report["val_rows"]
+    assert report["train_rows"] + report["val_rows"] + report["dropped"] == 100
+    assert all(r["tokens"] > 600 for r in rows if r["fate"] == "dropped")
+
+
+def test_data_check_text_lists_rows(r1_tokenizer_dir, capsys):
+    assert main(["data", "check", "--data", str(SAMPLE), "--model", str(r1_tokenizer_dir), "--set", "data.limit=5"]) == 0
+    out = capsys.readouterr().out
+    assert "  150  not selected" in out and "5 selected" in out
+
+
+def test_existing_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    assert main(["train", "--data", str(SAMPLE), "--out", str(out), "--model", "smollm2-demo"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}"
+
+
+def test_train_help_explains_every_knob():
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, f, _ in config.knobs():
+        assert name in text, name
+    assert "--set" in text and "--overwrite" in text
+
+
+def test_unknown_command_is_an_argparse_error():
+    with pytest.raises(SystemExit) as e:
+        main(["nope"])
+    assert e.value.code == 2
