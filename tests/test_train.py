@@ -43,6 +43,7 @@ def test_summary_counts_agree_with_the_data(run):
     _, _, s, _, data = run
     assert s["optimizer_steps"] == 2
     assert s["data"]["train_rows"] == 4 and s["data"]["val_rows"] == 2
+    assert (s["rows_read"], s["rows_used"], s["rows_dropped"], s["rows_truncated"]) == (150, 6, 0, 6)
     assert s["data"]["truncated"] == 6  # every row of the sample is longer than 192 tokens
     assert s["tokens_trained"] == sum(len(e["input_ids"]) for e in data.train) == 4 * 192
     # SmolLM2-135M: 30 layers, hidden 576, q 576->576, v 576->192 (3 KV heads of 64); A is r x in, B is out x r

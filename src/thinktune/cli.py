@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import textwrap
+import warnings
 
 from . import __version__
 from . import config as config_mod
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable).")
     m.add_argument("--out", help="Run folder (default from the demo config).")
     m.add_argument("--questions", type=int, default=2, help="How many held-out questions to show before/after.")
-    m.add_argument("--max-new-tokens", type=int, default=768, help="Generation budget for each answer.")
+    m.add_argument("--max-new-tokens", type=int, default=1024, help="Generation budget for each answer (thinking included).")
     return parser
 
 
@@ -111,6 +112,8 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check}[args.command]
     try:
         return handler(args)

@@ -47,7 +47,7 @@ def think_shape(text: str) -> dict:
     return {"opens_think": stripped.startswith("<think>"), "closes_think": "</think>" in stripped}
 
 
-def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 768) -> dict:
+def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 1024) -> dict:
     summary, model, tokenizer, data = run_training(cfg)
     out = Path(cfg.train.output_dir)
     held = data.val[:n_questions]
@@ -58,8 +58,7 @@ def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 768) -> dict:
     after = generate(model, tokenizer, prompts, max_new_tokens)
     items = []
     for ex, b, a in zip(held, before, after):
-        question = tokenizer.decode(ex["input_ids"][: ex["prompt_tokens"]], skip_special_tokens=True)
-        items.append({"row": ex["row"], "prompt": question, "base": {**b, **think_shape(b["text"])}, "tuned": {**a, **think_shape(a["text"])}})
+        items.append({"row": ex["row"], "question": ex["question"], "base": {**b, **think_shape(b["text"])}, "tuned": {**a, **think_shape(a["text"])}})
     result = {"heldout_loss_before": summary["eval_loss_start"], "heldout_loss_after": summary["eval_loss_end"], "questions": items}
     tmp = out / ".demo.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -78,7 +77,7 @@ def _clip(text: str) -> str:
 def print_demo(result: dict, out: Path) -> None:
     bar = "=" * 100
     for i, q in enumerate(result["questions"], start=1):
-        print(f"\n{bar}\nHeld-out question {i} (row {q['row']} of the data file):\n{textwrap.fill(q['prompt'][-600:], 100)}")
+        print(f"\n{bar}\nHeld-out question {i} (row {q['row']} of the data file):\n{textwrap.fill(q['question'], 100)}")
         for side, label in (("base", "BEFORE (base model)"), ("tuned", "AFTER (fine-tuned)")):
             g = q[side]
             print(f"\n--- {label}: {g['tokens']} tokens, stopped on {g['stop']} ---\n{_clip(g['text'])}")

@@ -92,9 +92,11 @@ class ThinktuneTrainer(Trainer):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.tokens_seen = 0
-        self._mark = (0, time.perf_counter())
+        self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._mark is None:
+            self._mark = (0, time.perf_counter())
         self.tokens_seen += int(inputs["attention_mask"].sum())
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -196,6 +198,10 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path) -> dict:
         "model": cfg.model.name,
         "device": device,
         "precision": precision,
+        "rows_read": data.report.rows_read,
+        "rows_used": data.report.train_rows + data.report.val_rows,
+        "rows_dropped": data.report.dropped,
+        "rows_truncated": data.report.truncated,
         "data": data.report.to_dict(with_rows=False),
         "optimizer_steps": result.global_step,
         "tokens_trained": trainer.tokens_seen,

@@ -1,5 +1,6 @@
 """Padding: per batch, masked by position (pad = eos keeps the real eos trained)."""
 
+import pytest
 import torch
 from conftest import R1_EOS, tiny_model
 
@@ -30,12 +31,13 @@ def test_pads_per_batch_not_to_512():
     assert Collator(0, pad_to_multiple_of=8)(rows)["input_ids"].shape == (3, 16)
 
 
-def test_loss_ignores_whatever_the_pads_hold(r1_tokenizer, shared_en):
-    """On a tiny Qwen2 with the real tokenizer: the loss of a padded batch equals the mean of the
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_loss_ignores_whatever_the_pads_hold(r1_tokenizer, shared_en, arch):
+    """On tiny Qwen2 and Llama models with the real tokenizer: the loss of a padded batch equals the mean of the
     per-row losses weighted by labelled tokens, and does not change if pad ids are replaced."""
     cfg = DataConfig(path="en", limit=3, val_fraction=0.0, val_min_rows=0)
     rows = prepare(cfg, r1_tokenizer, rows=shared_en).train
-    model = tiny_model("qwen2", 152064)
+    model = tiny_model(arch, 152064)
     batch = Collator(R1_EOS)(rows)
     with torch.no_grad():
         loss = model(**batch).loss.item()

@@ -111,6 +111,7 @@ def _encode(tokenizer, sample, train_on_prompt: bool) -> dict:
     completion_ids = tokenize(tokenizer, completion)
     ex = encode_example(prompt_ids, completion_ids, eos_id(tokenizer), train_on_prompt)
     ex["row"] = sample.row
+    ex["question"] = sample.messages[-1]["content"]  # for display (demo, reports); the collator ignores it
     ex["prompt_tokens"] = len(prompt_ids)
     # Where the answer starts: a row cut before it keeps no answer at all.
     ex["answer_start"] = len(prompt_ids) + len(tokenize(tokenizer, answer_prefix(completion, sample.response)))
