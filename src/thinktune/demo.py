@@ -7,38 +7,10 @@ import os
 import textwrap
 from pathlib import Path
 
-import torch
-
+from .evaluate.generate import Decoding, generate_all
 from .train import run_training
 
 SHOW_CHARS = 1200  # characters of each answer printed; the full text goes to demo.json
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[dict]:
-    """Greedy, batched generation with left padding; returns text and stop reason per prompt."""
-    pad = tokenizer.pad_token_id
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    device = next(model.parameters()).device
-    model.eval()
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        repetition_penalty=1.1,  # a 135M model loops under pure greedy decoding; same for both sides
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    results = []
-    for row in out[:, width:].tolist():
-        stopped = tokenizer.eos_token_id in row
-        row = row[: row.index(tokenizer.eos_token_id)] if stopped else row
-        text = tokenizer.decode(row, skip_special_tokens=True)
-        results.append({"text": text, "tokens": len(row), "stop": "eos" if stopped else "max_new_tokens"})
-    return results
 
 
 def think_shape(text: str) -> dict:
@@ -53,9 +25,12 @@ def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 1024) -> dict:
     held = data.val[:n_questions]
     prompts = [ex["input_ids"][: ex["prompt_tokens"]] for ex in held]
     print(f"\nGenerating answers to {len(prompts)} held-out questions, before and after (greedy, up to {max_new_tokens} tokens) ...", flush=True)
+    # Greedy; a 135M model loops under pure greedy decoding, so both sides get the same mild
+    # repetition penalty.
+    dec = Decoding(max_new_tokens=max_new_tokens, repetition_penalty=1.1, batch_size=len(prompts))
     with model.disable_adapter():
-        before = generate(model, tokenizer, prompts, max_new_tokens)
-    after = generate(model, tokenizer, prompts, max_new_tokens)
+        before, _ = generate_all(model, tokenizer, prompts, dec, desc="base model")
+    after, _ = generate_all(model, tokenizer, prompts, dec, desc="fine-tuned")
     items = []
     for ex, b, a in zip(held, before, after):
         items.append({"row": ex["row"], "question": ex["question"], "base": {**b, **think_shape(b["text"])}, "tuned": {**a, **think_shape(a["text"])}})
@@ -81,7 +56,8 @@ def print_demo(result: dict, out: Path) -> None:
         for side, label in (("base", "BEFORE (base model)"), ("tuned", "AFTER (fine-tuned)")):
             g = q[side]
             print(f"\n--- {label}: {g['tokens']} tokens, stopped on {g['stop']} ---\n{_clip(g['text'])}")
-    print(f"\n{bar}\nHeld-out loss per token (lower is better): before {result['heldout_loss_before']:.4f}, after {result['heldout_loss_after']:.4f}")
+    if result["heldout_loss_before"] is not None:
+        print(f"\n{bar}\nHeld-out loss per token (lower is better): before {result['heldout_loss_before']:.4f}, after {result['heldout_loss_after']:.4f}")
     for i, q in enumerate(result["questions"], start=1):
         b, a = q["base"], q["tuned"]
         print(

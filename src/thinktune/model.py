@@ -62,11 +62,12 @@ def pick_precision(requested: str, device: str) -> str:
     """bf16 where the GPU supports it, else fp16; fp32 on CPU unless bf16 is asked for."""
     if requested == "auto":
         if device == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # including_emulation=False: T4/V100 report bf16 "supported" by slow emulation.
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         return "fp32"
     if requested == "fp16" and device == "cpu":
         raise UserError("model.precision=fp16 is for GPUs; on CPU use fp32 (default) or bf16.")
-    if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+    if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise UserError("model.precision=bf16: this GPU does not support bf16; use fp16 or auto.")
     return requested
 
@@ -86,8 +87,8 @@ def cache_dir() -> Path:
 def load_tokenizer(source: Source):
     from transformers import AutoTokenizer
 
-    folder = _gguf_cache(source) if source.gguf_file else None
     try:
+        folder = _gguf_cache(source) if source.gguf_file else None
         tok = AutoTokenizer.from_pretrained(str(folder) if folder else source.path)
     except (OSError, ValueError) as e:  # a folder without tokenizer files raises ValueError
         raise UserError(f"Could not load the tokenizer of '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
@@ -99,13 +100,13 @@ def load_tokenizer(source: Source):
 def load_model(source: Source, dtype: torch.dtype, device: str, attn: str = "auto"):
     from transformers import AutoModelForCausalLM
 
-    path = str(_gguf_cache(source)) if source.gguf_file else source.path
     kwargs = {"dtype": dtype}
     if attn != "auto":
         if attn == "flash_attention_2" and device != "cuda":
             raise UserError("model.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package; use auto here.")
         kwargs["attn_implementation"] = attn
     try:
+        path = str(_gguf_cache(source)) if source.gguf_file else source.path
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise UserError(f"Could not load the model '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
@@ -168,8 +169,13 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    # PEFT keeps adapter weights in fp32 even on an fp16/bf16 base (autocast_adapter_dtype).
-    return get_peft_model(model, cfg)
+    # PEFT keeps adapter weights in fp32 even on an fp16/bf16 base (autocast_adapter_dtype), but
+    # not base biases made trainable by lora.bias; fp16 AMP refuses fp16 gradients, so upcast.
+    peft_model = get_peft_model(model, cfg)
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+    return peft_model
 
 
 def trainable_parameters(model) -> tuple[int, int]:

@@ -31,8 +31,12 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse to write over an existing run, and fail early on an unwritable folder."""
     if out.exists() and not out.is_dir():
         raise UserError(f"Output folder {out} exists and is a file; choose another --out.")
-    if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS) and not overwrite:
-        raise UserError(f"Output folder {out} already holds a run; pass --overwrite (train.overwrite=true) to replace it, or choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in RUN_MARKERS):
+            # Never delete a folder we did not write (e.g. --out runs, holding other runs).
+            raise UserError(f"Output folder {out} is not empty and holds no thinktune run; choose a new or empty folder for --out.")
+        if not overwrite:
+            raise UserError(f"Output folder {out} already holds a run; pass --overwrite (train.overwrite=true) to replace it, or choose another --out.")
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
@@ -166,14 +170,23 @@ def run_training(cfg, rows: list[dict] | None = None):
         summary = _fit(cfg, model, tokenizer, data, device, precision, work)
         summary.update(trainable_parameters=trainable, total_parameters=total)
         _write_outputs(cfg, model, tokenizer, summary, work)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
+        _replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     print_summary(summary, out)
     return summary, model, tokenizer, data
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put the finished run in place; an old run is moved aside first and deleted only after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fit(cfg, model, tokenizer, data, device, precision, work: Path) -> dict:

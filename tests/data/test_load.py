@@ -68,3 +68,25 @@ def test_duplicates_warn():
     assert len(samples) == 3
     assert report.duplicates == [(2, 1)]
     assert "row 2 repeats row 1" in report.warnings()[0]
+
+
+def test_random_sample_reports_source_row_numbers(tiny_tokenizer):
+    import random
+
+    from thinktune.data.pipeline import prepare
+
+    rows = [dict(ROW, Question=f"q{i}") for i in range(50)]
+    chosen = sorted(random.Random(1).sample(range(50), 25))  # what data.sample=random picks with seed 1
+    bad = chosen[-1]
+    assert bad + 1 != 25  # its source row number differs from its place in the selection
+    rows[bad]["Response"] = ""
+    cfg = DataConfig(path="d.json", limit=25, sample="random")
+    with pytest.raises(DataError, match=rf"field 'Response' empty in 1 row \(row {bad + 1}\)"):
+        prepare(cfg, tiny_tokenizer, seed=1, rows=rows)
+
+
+def test_non_utf8_file(tmp_path):
+    p = tmp_path / "latin.csv"
+    p.write_bytes("Question,Complex_CoT,Response\ncaf\xe9,r,a\n".encode("latin-1"))
+    with pytest.raises(DataError, match="is not UTF-8 text"):
+        load_rows(str(p))

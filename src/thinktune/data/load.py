@@ -14,6 +14,13 @@ FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 def load_rows(path: str, hub_config: str | None = None, split: str = "train") -> list[dict]:
     """Return the rows of a data file (JSON list, JSONL, CSV, Parquet) or of a hub dataset."""
     p = Path(path)
+    try:
+        return _load(p, path, hub_config, split)
+    except UnicodeDecodeError as e:
+        raise DataError(f"Data file {p} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8.") from None
+
+
+def _load(p: Path, path: str, hub_config: str | None, split: str) -> list[dict]:
     if p.suffix.lower() in FILE_SUFFIXES or p.exists():
         if not p.is_file():
             raise DataError(f"Data file {p} does not exist. Give a .json, .jsonl, .csv or .parquet file, or a hub dataset name.")
@@ -23,18 +30,22 @@ def load_rows(path: str, hub_config: str | None = None, split: str = "train") ->
         if suffix == ".json":
             return _read_json(p)
         if suffix == ".csv":
-            with p.open(newline="", encoding="utf-8") as f:
+            with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
                 return list(csv.DictReader(f))
         if suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            return pq.read_table(p).to_pylist()
+            try:
+                return pq.read_table(p).to_pylist()
+            except pa.ArrowException as e:
+                raise DataError(f"Data file {p} is not a readable Parquet file: {e}") from None
         raise DataError(f"Data file {p}: unknown format '{suffix}'; use .json, .jsonl, .csv or .parquet.")
     return _read_hub(path, hub_config, split)
 
 
 def _read_json(p: Path) -> list[dict]:
-    text = p.read_text(encoding="utf-8")
+    text = p.read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -75,9 +75,7 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
     fates = {i + 1: RowFate(i + 1, "not selected", note=f"beyond data.limit={data_cfg.limit}") for i in range(len(rows)) if i not in chosen_set}
 
     validate = validate_messages if data_cfg.format == "messages" else validate_columns
-    samples, vreport = validate([rows[i] for i in chosen], data_cfg, data_cfg.path)
-    for s, i in zip(samples, chosen):  # validation numbers rows within the selection
-        s.row = i + 1
+    samples, vreport = validate([rows[i] for i in chosen], data_cfg, data_cfg.path, numbers=[i + 1 for i in chosen])
     report.warnings += vreport.warnings()
     report.template = "chat template" if has_template(tokenizer) else "plain (no chat template)"
 

@@ -34,12 +34,13 @@ class ValidationReport:
         return [f"{len(self.duplicates)} rows repeat an earlier question ({first}); they are kept."]
 
 
-def validate_columns(rows: list[dict], cfg, source: str) -> tuple[list[Sample], ValidationReport]:
-    """Check the question/reasoning/answer columns of every row; raise one DataError for all."""
+def validate_columns(rows: list[dict], cfg, source: str, numbers: list[int] | None = None) -> tuple[list[Sample], ValidationReport]:
+    """Check the question/reasoning/answer columns of every row; raise one DataError for all.
+    `numbers` are the rows' 1-based numbers in the source file (default 1..n)."""
     fields = (cfg.question_field, cfg.cot_field, cfg.response_field)
     problems: dict[tuple[str, str], list[int]] = defaultdict(list)
     samples = []
-    for i, row in enumerate(rows, start=1):
+    for i, row in zip(numbers or range(1, len(rows) + 1), rows):
         values, ok = [], True
         for name in fields:
             value = row.get(name)
@@ -55,13 +56,13 @@ def validate_columns(rows: list[dict], cfg, source: str) -> tuple[list[Sample], 
     return samples, ValidationReport(len(rows), _duplicates(samples))
 
 
-def validate_messages(rows: list[dict], cfg, source: str) -> tuple[list[Sample], ValidationReport]:
+def validate_messages(rows: list[dict], cfg, source: str, numbers: list[int] | None = None) -> tuple[list[Sample], ValidationReport]:
     """Rows holding a chat list: the last turn is the assistant's, with its reasoning inside
     <think>...</think> (or in a `reasoning_content` / `reasoning` key)."""
     problems: dict[tuple[str, str], list[int]] = defaultdict(list)
     samples = []
     key = cfg.messages_field
-    for i, row in enumerate(rows, start=1):
+    for i, row in zip(numbers or range(1, len(rows) + 1), rows):
         msgs = row.get(key)
         kind = _messages_problem(msgs)
         if kind:

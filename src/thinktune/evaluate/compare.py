@@ -1,0 +1,49 @@
+"""`thinktune compare`: base vs base + adapter on the same items, paired, with a readable report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .generate import Decoding
+from .report import write_reports
+from .run import heldout_file_loss, load_for_eval, run_bench, write_json_atomic, write_jsonl_atomic
+from .stats import mcnemar_exact, paired_counts
+
+
+def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding, questions: str | None = None,
+            limit: int | None = None, seed: int | None = None, ask_answer_line: bool = False, n_side: int = 3) -> dict:
+    """Run both models, write predictions, summary.json, report.md and report.html into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_for_eval(model_name, adapter)
+    kw = dict(limit=limit, seed=seed, ask_answer_line=ask_answer_line)
+    with model.disable_adapter():
+        base_preds, base = run_bench(model, tokenizer, bench, dec, desc="base", **kw)
+        base_loss = heldout_file_loss(model, tokenizer, questions) if questions else None
+    tuned_preds, tuned = run_bench(model, tokenizer, bench, dec, desc="tuned", **kw)
+    tuned_loss = heldout_file_loss(model, tokenizer, questions) if questions else None
+
+    paired = paired_counts([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
+    summary = {
+        "model": model_name,
+        "adapter": adapter,
+        "bench": bench,
+        "base": base,
+        "tuned": tuned,
+        "paired": {**paired, "mcnemar_p": mcnemar_exact(paired["base_only"], paired["tuned_only"])},
+        "heldout_loss": {"file": questions, "base": base_loss, "tuned": tuned_loss} if questions else None,
+        "side_by_side": [_side(b, t) for b, t in zip(base_preds[:n_side], tuned_preds[:n_side])],
+    }
+    write_jsonl_atomic(out / "predictions_base.jsonl", base_preds)
+    write_jsonl_atomic(out / "predictions_tuned.jsonl", tuned_preds)
+    write_json_atomic(out / "summary.json", summary)
+    metrics = Path(adapter) / "metrics.jsonl"
+    records = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    write_reports(summary, base_preds, tuned_preds, records, out)
+    return summary
+
+
+def _side(b: dict, t: dict) -> dict:
+    return {"id": b["id"], "prompt": b["prompt"], "gold": b["gold"],
+            "base": {"think": b["think"], "answer": b["answer_text"], "extracted": b["extracted"]},
+            "tuned": {"think": t["think"], "answer": t["answer_text"], "extracted": t["extracted"]}}

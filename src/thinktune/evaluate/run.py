@@ -1,0 +1,148 @@
+"""`thinktune eval`: a model (optionally + adapter) on a benchmark, or its held-out loss on a CoT file."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+from ..data.encode import tokenize
+from ..data.render import THINK_OPEN, render_prompt
+from ..errors import UserError
+from .bench import ANSWER_SUFFIX, CMB_ANSWER_SUFFIX, CMB_PROMPT, ENGLISH_PROMPT, load_bench, render_question
+from .extract import extract_choice, split_think
+from .generate import Decoding, generate_all
+from .stats import wilson_interval
+
+
+def load_for_eval(model_name: str, adapter: str | None, device: str = "auto"):
+    """Base model (+ LoRA adapter from a run folder) in eval mode, and its tokenizer."""
+    from ..model import load_model, load_tokenizer, pick_device, pick_precision, resolve, weight_dtype
+
+    dev = pick_device(device)
+    source = resolve(model_name)
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, weight_dtype(pick_precision("auto", dev), dev), dev)
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a thinktune run folder (or any PEFT adapter folder).")
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. an adapter trained on another base
+            raise UserError(f"--adapter {adapter} does not fit {model_name}: {str(e).splitlines()[0][:300]}") from None
+    return model.eval(), tokenizer
+
+
+def bench_prompts(tokenizer, items, fmt: str, ask_answer_line: bool) -> tuple[list[str], list[list[int]]]:
+    """One user turn through the model's own template, no system prompt."""
+    texts, ids = [], []
+    for item in items:
+        text = render_prompt(tokenizer, [{"role": "user", "content": render_question(item, fmt, ask_answer_line)}])
+        texts.append(text)
+        ids.append(tokenize(tokenizer, text))
+    return texts, ids
+
+
+def score(item, prompt_text: str, output: dict, tokenizer) -> dict:
+    """One predictions.jsonl row."""
+    text = output["text"]
+    # Template revisions that open <think> in the prompt: the output starts inside the thinking.
+    opened_in_prompt = prompt_text.rstrip().endswith(THINK_OPEN)
+    think, answer, closed = split_think(THINK_OPEN + text if opened_in_prompt else text)
+    letter, how = extract_choice(answer, item.options)
+    return {
+        "id": item.id,
+        "prompt": prompt_text,
+        "output": text,
+        "think": think,
+        "answer_text": answer,
+        "extracted": letter,
+        "how": how,
+        "gold": item.gold,
+        "correct": letter == item.gold,
+        "closed_think": closed,
+        "think_tokens": len(tokenize(tokenizer, think)) if think else 0,
+        "answer_tokens": len(tokenize(tokenizer, answer)) if answer else 0,
+        "output_tokens": output["tokens"],
+        "stop": output["stop"],
+    }
+
+
+def summarize(preds: list[dict]) -> dict:
+    """Accuracy with its 95% Wilson interval, format compliance and lengths, from predictions."""
+    n = len(preds)
+    correct = sum(p["correct"] for p in preds)
+    lo, hi = wilson_interval(correct, n)
+    think = [p["think_tokens"] for p in preds]
+    answer = [p["answer_tokens"] for p in preds]
+    return {
+        "items": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci95": [lo, hi],
+        "unparsed_rate": sum(p["how"] == "unparsed" for p in preds) / n if n else 0.0,
+        "closed_think_rate": sum(p["closed_think"] for p in preds) / n if n else 0.0,
+        "eos_rate": sum(p["stop"] == "eos" for p in preds) / n if n else 0.0,
+        "think_tokens_mean": statistics.fmean(think) if n else 0.0,
+        "think_tokens_median": statistics.median(think) if n else 0.0,
+        "answer_tokens_mean": statistics.fmean(answer) if n else 0.0,
+        "answer_tokens_median": statistics.median(answer) if n else 0.0,
+    }
+
+
+def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, limit=None, seed=None, ask_answer_line=False, desc="eval"):
+    """Generate and score; with samples > 1 (sampling), each sample is scored and summarised."""
+    items, fmt = load_bench(bench, limit=limit, seed=seed)
+    texts, ids = bench_prompts(tokenizer, items, fmt, ask_answer_line)
+    all_preds, runs, speeds = [], [], []
+    for k in range(samples):
+        outputs, speed = generate_all(model, tokenizer, ids, Decoding(**{**dec.to_dict(), "seed": dec.seed + k}), desc=desc if samples == 1 else f"{desc} sample {k + 1}/{samples}")
+        preds = [{**score(it, t, o, tokenizer), "sample": k} for it, t, o in zip(items, texts, outputs)]
+        all_preds += preds
+        runs.append(summarize(preds))
+        speeds.append(speed)
+    summary = summarize(all_preds) if samples > 1 else runs[0]
+    if samples > 1:
+        # The K samples of one item are not independent trials: the interval is for N items,
+        # built from the mean accuracy, and the spread across samples is reported beside it.
+        accs = [r["accuracy"] for r in runs]
+        mean = statistics.fmean(accs)
+        summary.update(items=len(items), correct=round(mean * len(items), 2), accuracy=mean,
+                       accuracy_ci95=list(wilson_interval(round(mean * len(items)), len(items))),
+                       samples=samples, accuracy_per_sample=accs, accuracy_mean=mean, accuracy_std=statistics.stdev(accs))
+    summary["generation_tokens_per_second"] = round(sum(s["tokens_per_second"] for s in speeds) / len(speeds), 1)
+    summary["items_per_second"] = round(sum(s["items_per_second"] for s in speeds) / len(speeds), 3)
+    template = (CMB_PROMPT if fmt == "cmb" else ENGLISH_PROMPT) + ((CMB_ANSWER_SUFFIX if fmt == "cmb" else ANSWER_SUFFIX) if ask_answer_line else "")
+    summary.update(bench=bench, format=fmt, prompt_template=template, prompt_example=texts[0] if texts else "", ask_answer_line=ask_answer_line, decoding=dec.to_dict(), limit=limit, seed=seed)
+    return all_preds, summary
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def heldout_file_loss(model, tokenizer, path: str, data_overrides: list[str] = ()) -> dict:
+    """Mean per-token loss of the assistant part of a CoT file: the same rendering and masking
+    as training, every row kept (none held out), over-long rows dropped and counted."""
+    from .. import config as config_mod
+    from ..data import Collator, prepare
+    from .loss import heldout_loss
+
+    cfg = config_mod.load(None, [f"data.path={path}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0", *data_overrides])
+    data = prepare(cfg.data, tokenizer)
+    result = heldout_loss(model, data.train, Collator(tokenizer.pad_token_id), batch_size=2)
+    result.update(file=path, rows=len(data.train), rows_dropped=data.report.dropped)
+    return result
