@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .generate import Decoding
 from .report import write_reports
-from .run import heldout_file_loss, load_for_eval, run_bench, write_json_atomic, write_jsonl_atomic
+from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, write_json_atomic, write_jsonl_atomic
 from .stats import mcnemar_exact, paired_counts
 
 
@@ -17,11 +17,14 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_for_eval(model_name, adapter)
     kw = dict(limit=limit, seed=seed, ask_answer_line=ask_answer_line)
+    # Held-out loss on --questions, else on the run's own held-out rows (rebuilt from its config).
+    rows = heldout_file_rows(tokenizer, questions)[0] if questions else run_heldout_rows(adapter, tokenizer)
+    source = questions or (f"held-out rows of {adapter}" if rows else None)
     with model.disable_adapter():
         base_preds, base = run_bench(model, tokenizer, bench, dec, desc="base", **kw)
-        base_loss = heldout_file_loss(model, tokenizer, questions) if questions else None
+        base_loss = rows_loss(model, tokenizer, rows) if rows else None
     tuned_preds, tuned = run_bench(model, tokenizer, bench, dec, desc="tuned", **kw)
-    tuned_loss = heldout_file_loss(model, tokenizer, questions) if questions else None
+    tuned_loss = rows_loss(model, tokenizer, rows) if rows else None
 
     paired = paired_counts([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
     summary = {
@@ -31,7 +34,7 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
         "base": base,
         "tuned": tuned,
         "paired": {**paired, "mcnemar_p": mcnemar_exact(paired["base_only"], paired["tuned_only"])},
-        "heldout_loss": {"file": questions, "base": base_loss, "tuned": tuned_loss} if questions else None,
+        "heldout_loss": {"source": source, "rows": len(rows), "base": base_loss, "tuned": tuned_loss} if rows else None,
         "side_by_side": [_side(b, t) for b, t in zip(base_preds[:n_side], tuned_preds[:n_side])],
     }
     write_jsonl_atomic(out / "predictions_base.jsonl", base_preds)

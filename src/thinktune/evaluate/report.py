@@ -10,6 +10,7 @@ from pathlib import Path
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
+    fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
     import matplotlib.pyplot as plt
 

@@ -134,15 +134,44 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def heldout_file_loss(model, tokenizer, path: str, data_overrides: list[str] = ()) -> dict:
-    """Mean per-token loss of the assistant part of a CoT file: the same rendering and masking
-    as training, every row kept (none held out), over-long rows dropped and counted."""
+def heldout_file_rows(tokenizer, path: str) -> tuple[list[dict], int]:
+    """Every row of a CoT file encoded as in training (none held out); over-long rows dropped.
+    Returns the rows and how many were dropped."""
     from .. import config as config_mod
-    from ..data import Collator, prepare
+    from ..data import prepare
+
+    cfg = config_mod.load(None, [f"data.path={json.dumps(path)}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0"])
+    data = prepare(cfg.data, tokenizer)
+    return data.train, data.report.dropped
+
+
+def run_heldout_rows(run_dir: str, tokenizer) -> list[dict] | None:
+    """The held-out rows of a thinktune run, rebuilt from its config (same data, seed, split);
+    None when the run folder has no config or its data file is not reachable from here."""
+    from .. import config as config_mod
+    from ..data import prepare
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.exists():
+        return None
+    cfg = config_mod.load(cfg_path)
+    try:
+        return prepare(cfg.data, tokenizer, cfg.train.seed).val
+    except UserError:
+        return None
+
+
+def rows_loss(model, tokenizer, rows: list[dict]) -> dict:
+    from ..data import Collator
     from .loss import heldout_loss
 
-    cfg = config_mod.load(None, [f"data.path={path}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0", *data_overrides])
-    data = prepare(cfg.data, tokenizer)
-    result = heldout_loss(model, data.train, Collator(tokenizer.pad_token_id), batch_size=2)
-    result.update(file=path, rows=len(data.train), rows_dropped=data.report.dropped)
+    return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=2)
+
+
+def heldout_file_loss(model, tokenizer, path: str) -> dict:
+    """Mean per-token loss of the assistant part of a CoT file: the same rendering and masking
+    as training, every row kept (none held out), over-long rows dropped and counted."""
+    rows, dropped = heldout_file_rows(tokenizer, path)
+    result = rows_loss(model, tokenizer, rows)
+    result.update(file=path, rows=len(rows), rows_dropped=dropped)
     return result
