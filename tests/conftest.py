@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,11 @@ def r1_tokenizer_dir() -> Path:
     """The real DeepSeek-R1-Distill-Qwen tokenizer, built once from the GGUF header into the cache."""
     target = CACHE / "fixtures" / "r1-distill-qwen-tokenizer-v1"
     if not (target / "tokenizer.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        try:
+        from thinktune.atomic import temp_dir
+
+        with temp_dir(target.parent, ".tmp-") as tmp:
             r1.build(tmp)
             os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target
 
 

@@ -157,7 +157,8 @@ def _decoding(args):
 
 
 def cmd_eval(args) -> int:
-    from .evaluate.run import heldout_file_loss, load_for_eval, run_bench, write_json_atomic, write_jsonl_atomic
+    from .atomic import write_json, write_jsonl
+    from .evaluate.run import heldout_file_loss, load_for_eval, run_bench
 
     model_name = _eval_model(args)
     if args.samples > 1 and args.temperature <= 0:
@@ -167,13 +168,13 @@ def cmd_eval(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.loss:
         result = {"model": model_name, "adapter": args.adapter, **heldout_file_loss(model, tokenizer, args.loss)}
-        write_json_atomic(out / "summary.json", result)
+        write_json(out / "summary.json", result)
         print(f"Held-out loss of {args.loss}: {result['loss']:.4f} per token (perplexity {result['perplexity']:.2f}) over {result['tokens']:,} tokens of {result['rows']} rows; {result['rows_dropped']} rows dropped as too long.")
         return 0
     preds, summary = run_bench(model, tokenizer, args.bench, _decoding(args), samples=args.samples, limit=args.limit, seed=args.seed, ask_answer_line=args.answer_line)
     summary.update(model=model_name, adapter=args.adapter)
-    write_jsonl_atomic(out / "predictions.jsonl", preds)
-    write_json_atomic(out / "summary.json", summary)
+    write_jsonl(out / "predictions.jsonl", preds)
+    write_json(out / "summary.json", summary)
     lo, hi = summary["accuracy_ci95"]
     print(f"{args.bench}: accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['items']}, 95% interval {lo:.1%}-{hi:.1%}); "
           f"unparsed {summary['unparsed_rate']:.1%}; closed </think> {summary['closed_think_rate']:.1%}; stopped on eos {summary['eos_rate']:.1%}; "

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import textwrap
 from pathlib import Path
 
+from .atomic import write_json
 from .evaluate.generate import Decoding, generate_all
 from .train import run_training
 
@@ -35,9 +34,7 @@ def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 1024) -> dict:
     for ex, b, a in zip(held, before, after):
         items.append({"row": ex["row"], "question": ex["question"], "base": {**b, **think_shape(b["text"])}, "tuned": {**a, **think_shape(a["text"])}})
     result = {"heldout_loss_before": summary["eval_loss_start"], "heldout_loss_after": summary["eval_loss_end"], "questions": items}
-    tmp = out / ".demo.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out / "demo.json")
+    write_json(out / "demo.json", result)
     print_demo(result, out)
     return result
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import temp_dir
 from .errors import UserError
 
 # The offline demo model: SmolLM2-135M-Instruct as a GGUF file carried by a PyPI package.
@@ -136,15 +135,10 @@ def _gguf_cache(source: Source) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
+    with temp_dir(folder.parent, ".tmp-") as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import config as config_mod
+from .atomic import temp_dir, write_json, write_text
 from .data import Collator, prepare
 from .errors import UserError
 from .evaluate.loss import heldout_loss
@@ -165,15 +165,11 @@ def run_training(cfg, rows: list[dict] | None = None):
     trainable, total = trainable_parameters(model)
     print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
 
-    work = Path(tempfile.mkdtemp(dir=out.resolve().parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with temp_dir(out.resolve().parent, f".{out.name}.tmp-") as work:
         summary = _fit(cfg, model, tokenizer, data, device, precision, work)
         summary.update(trainable_parameters=trainable, total_parameters=total)
         _write_outputs(cfg, model, tokenizer, summary, work)
         _replace_dir(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     print_summary(summary, out)
     return summary, model, tokenizer, data
 
@@ -237,10 +233,10 @@ def _peak_memory(device: str) -> float:
 def _write_outputs(cfg, model, tokenizer, summary: dict, work: Path) -> None:
     model.save_pretrained(work)  # PEFT adapter: adapter_model.safetensors + adapter_config.json
     tokenizer.save_pretrained(work)
-    (work / "config.yaml").write_text(config_mod.dump(cfg), encoding="utf-8")
+    write_text(work / "config.yaml", config_mod.dump(cfg))
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     loss_curve(records, work / "loss_curve.png", title=f"{cfg.model.name} + LoRA r={cfg.lora.r}")
-    (work / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(work / "summary.json", summary)
     if not cfg.train.save_steps:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .generate import Decoding
 from .report import write_reports
-from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, write_json_atomic, write_jsonl_atomic
+from ..atomic import write_json, write_jsonl
+from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows
 from .stats import mcnemar_exact, paired_counts
 
 
@@ -37,9 +38,9 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
         "heldout_loss": {"source": source, "rows": len(rows), "base": base_loss, "tuned": tuned_loss} if rows else None,
         "side_by_side": [_side(b, t) for b, t in zip(base_preds[:n_side], tuned_preds[:n_side])],
     }
-    write_jsonl_atomic(out / "predictions_base.jsonl", base_preds)
-    write_jsonl_atomic(out / "predictions_tuned.jsonl", tuned_preds)
-    write_json_atomic(out / "summary.json", summary)
+    write_jsonl(out / "predictions_base.jsonl", base_preds)
+    write_jsonl(out / "predictions_tuned.jsonl", tuned_preds)
+    write_json(out / "summary.json", summary)
     metrics = Path(adapter) / "metrics.jsonl"
     records = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
     write_reports(summary, base_preds, tuned_preds, records, out)

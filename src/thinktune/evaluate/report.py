@@ -7,6 +7,8 @@ import html
 import io
 from pathlib import Path
 
+from ..atomic import write_text
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -88,8 +90,8 @@ def write_reports(summary: dict, base_preds: list[dict], tuned_preds: list[dict]
     images = plots(summary, base_preds, tuned_preds, records)
     for name, data in images.items():
         (out / name).write_bytes(data)
-    (out / "report.md").write_text(_markdown(summary, images), encoding="utf-8")
-    (out / "report.html").write_text(_html(summary, images), encoding="utf-8")
+    write_text(out / "report.md", _markdown(summary, images))
+    write_text(out / "report.html", _html(summary, images))
 
 
 def _markdown(summary: dict, images: dict) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -118,20 +117,6 @@ def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, lim
     template = (CMB_PROMPT if fmt == "cmb" else ENGLISH_PROMPT) + ((CMB_ANSWER_SUFFIX if fmt == "cmb" else ANSWER_SUFFIX) if ask_answer_line else "")
     summary.update(bench=bench, format=fmt, prompt_template=template, prompt_example=texts[0] if texts else "", ask_answer_line=ask_answer_line, decoding=dec.to_dict(), limit=limit, seed=seed)
     return all_preds, summary
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def heldout_file_rows(tokenizer, path: str) -> tuple[list[dict], int]:
