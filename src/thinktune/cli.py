@@ -75,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(k)
     k.add_argument("--questions", metavar="FILE", help="CoT file whose held-out loss is compared before/after.")
 
+    g = sub.add_parser("generate", help="Batched generation for a file of prompts, written as JSONL.")
+    g.add_argument("--model", help="Base model (default: the one the adapter's run was trained from).")
+    g.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
+    g.add_argument("--input", required=True, help="JSON/JSONL/CSV/Parquet rows with a prompt, question or messages field (the training format works).")
+    g.add_argument("--out", required=True, help="Output .jsonl file: thinking, answer, token counts and stop reason per row.")
+    g.add_argument("--max-new-tokens", type=int, default=2048, help="Generation budget per row, thinking included.")
+    g.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (DeepSeek's advice for R1 models); 0 = greedy.")
+    g.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling cut-off.")
+    g.add_argument("--batch-size", type=int, default=8, help="Prompts generated together (left-padded).")
+    g.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+
+    r = sub.add_parser("merge", help="Fold a run's adapter into its base: a plain transformers folder.")
+    r.add_argument("run_dir", help="The thinktune run folder.")
+    r.add_argument("--out", required=True, help="Folder for the merged model.")
+    r.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="Weight format of the merged model (bf16 halves the size of fp32).")
+    r.add_argument("--overwrite", action="store_true", help="Replace a non-empty --out folder.")
+
     m = sub.add_parser("demo", help="Fine-tune the small offline demo model and show before/after.")
     m.add_argument("--config", default="examples/demo.yaml", help="Demo config (default examples/demo.yaml).")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable).")
@@ -194,11 +211,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from .atomic import write_jsonl
+    from .evaluate.run import generate_file, load_for_eval
+
+    dec = _decoding(args)
+    model, tokenizer = load_for_eval(_eval_model(args), args.adapter)
+    rows, speed = generate_file(model, tokenizer, args.input, dec)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, rows)
+    closed = sum(r["closed_think"] for r in rows)
+    print(f"Generated {len(rows)} rows ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos. Written: {out}.")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from .export import merge
+
+    out = merge(Path(args.run_dir), Path(args.out), args.dtype, args.overwrite)
+    print(f"Merged model written to {out} ({args.dtype}); it loads with AutoModelForCausalLM.from_pretrained('{out}') alone.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare}[args.command]
+    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge}[args.command]
     try:
         return handler(args)
     except UserError as e:

@@ -160,3 +160,41 @@ def heldout_file_loss(model, tokenizer, path: str) -> dict:
     result = rows_loss(model, tokenizer, rows)
     result.update(file=path, rows=len(rows), rows_dropped=dropped)
     return result
+
+
+def file_prompts(path: str, tokenizer) -> tuple[list[str], list[list[int]]]:
+    """Prompts from a file of rows: a `prompt` (or `question` / `Question`) text, or a chat
+    `messages` list (a trailing assistant turn is dropped), each rendered with the model's template."""
+    from ..data.load import load_rows
+    from ..errors import DataError
+
+    texts, bad = [], []
+    for i, row in enumerate(load_rows(path), start=1):
+        msgs = row.get("messages")
+        if isinstance(msgs, list) and msgs:
+            turns = msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
+            texts.append(render_prompt(tokenizer, [{"role": m["role"], "content": m["content"]} for m in turns]))
+            continue
+        text = next((row[k] for k in ("prompt", "question", "Question") if isinstance(row.get(k), str) and row[k].strip()), None)
+        if text is None:
+            bad.append(i)
+            continue
+        texts.append(render_prompt(tokenizer, [{"role": "user", "content": text}]))
+    if bad:
+        raise DataError(f"Input file {path}: {len(bad)} rows have no non-empty 'prompt', 'question', 'Question' or 'messages' field (row {', '.join(map(str, bad[:5]))}); rows are counted from 1.")
+    return texts, [tokenize(tokenizer, t) for t in texts]
+
+
+def generate_file(model, tokenizer, path: str, dec: Decoding) -> tuple[list[dict], dict]:
+    """`thinktune generate`: one output row per input row, with thinking and answer split."""
+    texts, ids = file_prompts(path, tokenizer)
+    outputs, speed = generate_all(model, tokenizer, ids, dec, desc="generate")
+    rows = []
+    for i, (text, out) in enumerate(zip(texts, outputs), start=1):
+        opened = text.rstrip().endswith(THINK_OPEN)
+        think, answer, closed = split_think(THINK_OPEN + out["text"] if opened else out["text"])
+        rows.append({"row": i, "prompt": text, "output": out["text"], "think": think, "answer": answer,
+                     "closed_think": closed, "think_tokens": len(tokenize(tokenizer, think)) if think else 0,
+                     "answer_tokens": len(tokenize(tokenizer, answer)) if answer else 0,
+                     "output_tokens": out["tokens"], "stop": out["stop"]})
+    return rows, speed
