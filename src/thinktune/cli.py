@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="Weight format of the merged model (bf16 halves the size of fp32).")
     r.add_argument("--overwrite", action="store_true", help="Replace a non-empty --out folder.")
 
+    x = sub.add_parser("export", help="Export a model for other runtimes.")
+    xsub = x.add_subparsers(dest="export_command", required=True)
+    xg = xsub.add_parser("gguf", help="A run folder or merged folder -> GGUF file (llama.cpp, Ollama) + Modelfile.")
+    xg.add_argument("source", help="A thinktune run folder (merged on the fly) or a `thinktune merge` folder.")
+    xg.add_argument("--out", required=True, help="The .gguf file to write; an Ollama Modelfile is written beside it.")
+    xg.add_argument("--type", default="f16", choices=["f16", "q8_0"], help="f16 keeps full quality; q8_0 is about half the size at a small accuracy cost.")
+
     m = sub.add_parser("demo", help="Fine-tune the small offline demo model and show before/after.")
     m.add_argument("--config", default="examples/demo.yaml", help="Demo config (default examples/demo.yaml).")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable).")
@@ -234,11 +241,24 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_gguf
+
+    out = Path(args.out)
+    if out.suffix != ".gguf":
+        raise UserError(f"--out {out}: the file name should end in .gguf.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_gguf(Path(args.source), out, args.type)
+    print(f"Wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type}) and {out.parent / 'Modelfile'}; "
+          f"run it with: ollama create mymodel -f {out.parent / 'Modelfile'} && ollama run mymodel")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge}[args.command]
+    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except UserError as e:

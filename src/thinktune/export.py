@@ -60,3 +60,175 @@ def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False
             shutil.rmtree(out)
         os.replace(tmp, out)
     return out
+
+
+# --- GGUF export ---------------------------------------------------------------------------
+# Written with the `gguf` package's own writer, tensor-name maps and quantizers (the pieces
+# llama.cpp's converter uses), for the two families we ship first: Llama and Qwen2.
+
+GGUF_TYPES = ("f16", "q8_0")
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
+
+
+def export_gguf(source: Path, out_file: Path, qtype: str = "f16") -> Path:
+    """A run folder (merged on the fly) or a merged folder -> one .gguf file, plus an Ollama
+    Modelfile beside it. The file is written under a temporary name and renamed when complete."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if qtype not in GGUF_TYPES:
+        raise UserError(f"--type {qtype}: choose f16 or q8_0.")
+    if (source / "adapter_config.json").exists():
+        with temp_dir(out_file.resolve().parent, ".merge-") as merged:
+            merge(source, merged / "m", dtype="fp32")
+            return export_gguf(merged / "m", out_file, qtype)
+    if not (source / "config.json").exists():
+        raise UserError(f"{source} is neither a thinktune run folder nor a merged model folder (no config.json).")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    arch = _gguf_arch(model.config.model_type)
+    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
+    try:
+        _write_gguf(model, tokenizer, arch, qtype, tmp)
+        os.replace(tmp, out_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    (out_file.parent / "Modelfile").write_text(modelfile(out_file.name, tokenizer), encoding="utf-8")
+    return out_file
+
+
+def _gguf_arch(model_type: str):
+    import gguf
+
+    archs = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
+    if model_type not in archs:
+        raise UserError(f"GGUF export covers Llama and Qwen2 models; this one is '{model_type}'. llama.cpp's convert_hf_to_gguf.py on the merged folder covers more.")
+    return archs[model_type]
+
+
+def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
+    import gguf
+
+    c = model.config
+    w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_name(Path(c.name_or_path or "model").name)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if qtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    rope = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(float(rope))
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_vocab_size(c.vocab_size)
+    _add_tokenizer(w, tokenizer, c.vocab_size, arch)
+    _add_tensors(w, model, arch, qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _add_tokenizer(w, tokenizer, vocab_size: int, arch) -> None:
+    """Byte-level BPE vocabulary in llama.cpp's layout: tokens in id order, their types, merges."""
+    import json
+
+    import gguf
+
+    from .data.encode import bos_prefix
+
+    n = len(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    types = [TOKEN_NORMAL] * n
+    for i, added in tokenizer.added_tokens_decoder.items():
+        types[i] = TOKEN_CONTROL if added.special else TOKEN_USER_DEFINED
+    # Embedding rows past the tokenizer (Qwen pads 151665 -> 152064) are unused placeholders.
+    tokens += [f"[PAD{i}]" for i in range(n, vocab_size)]
+    types += [TOKEN_UNUSED] * (vocab_size - n)
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"]["merges"]]
+    # Which split regex: Qwen2's for Qwen2; SmolLM-style (single digits) or Llama-3's for Llama.
+    pre = "qwen2" if arch == gguf.MODEL_ARCH.QWEN2 else ("smollm" if "Digits" in json.dumps(backend.get("pre_tokenizer")) else "llama-bpe")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    for name in ("bos", "eos", "pad", "unk"):
+        token_id = getattr(tokenizer, f"{name}_token_id")
+        if token_id is not None:
+            getattr(w, f"add_{name}_token_id" if name != "unk" else "add_unk_token_id")(token_id)
+    w.add_add_bos_token(bool(bos_prefix(tokenizer)))
+    if tokenizer.chat_template:
+        w.add_chat_template(tokenizer.chat_template)
+
+
+def _add_tensors(w, model, arch, qtype: str) -> None:
+    import gguf
+
+    c = model.config
+    names = gguf.get_tensor_name_map(arch, c.num_hidden_layers)
+    tied = getattr(c, "tie_word_embeddings", False)
+    for hf_name, tensor in model.state_dict().items():
+        if tied and hf_name == "lm_head.weight":
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise UserError(f"GGUF export: no GGUF name for tensor {hf_name}.")
+        data = tensor.float().numpy()
+        if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+            # llama.cpp's Llama layout interleaves rotary halves (its convert_hf_to_gguf permute).
+            heads = c.num_attention_heads if "q_proj" in hf_name else c.num_key_value_heads
+            data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:]).swapaxes(1, 2).reshape(data.shape)
+        if data.ndim == 1:
+            w.add_tensor(name, data.astype("float32"))
+        elif qtype == "q8_0" and data.shape[-1] % 32 == 0:
+            w.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, data.astype("float16"))
+
+
+R1_OLLAMA_TEMPLATE = """{{- if .System }}{{ .System }}{{ end }}
+{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1}}
+{{- if eq .Role "user" }}<｜User｜>{{ .Content }}
+{{- else if eq .Role "assistant" }}<｜Assistant｜>{{ .Content }}{{- if not $last }}<｜end▁of▁sentence｜>{{- end }}
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}<｜Assistant｜>{{- end }}
+{{- end }}"""
+CHATML_OLLAMA_TEMPLATE = """{{- if .System }}<|im_start|>system
+{{ .System }}<|im_end|>
+{{ end }}
+{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+"""
+PLAIN_OLLAMA_TEMPLATE = """{{- range .Messages }}{{ if eq .Role "user" }}### Question:
+{{ .Content }}
+
+{{ else }}### Answer:
+{{ .Content }}
+
+{{ end }}{{ end }}### Answer:
+"""
+
+
+def modelfile(gguf_name: str, tokenizer) -> str:
+    """An Ollama Modelfile: the chat format in Ollama's template syntax, stop tokens, and
+    DeepSeek's sampling advice for R1 models (temperature 0.6, top-p 0.95)."""
+    template = tokenizer.chat_template or ""
+    if "<｜User｜>" in template:
+        body, stops = R1_OLLAMA_TEMPLATE, ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
+    elif "<|im_start|>" in template:
+        body, stops = CHATML_OLLAMA_TEMPLATE, ["<|im_start|>", "<|im_end|>"]
+    else:
+        body, stops = PLAIN_OLLAMA_TEMPLATE, ["### Question:"]
+    if tokenizer.eos_token and tokenizer.eos_token not in stops:
+        stops.append(tokenizer.eos_token)
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{body}"""']
+    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    lines += ["PARAMETER temperature 0.6", "PARAMETER top_p 0.95"]
+    return "\n".join(lines) + "\n"
