@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from thinktune import config
 from thinktune.cli import main
 from thinktune.export import export_gguf, merge
 
@@ -52,7 +51,7 @@ def test_demo_model_f16_from_a_run_folder(smoke_run, demo_merged, tmp_path):
     mf = (tmp_path / "Modelfile").read_text()
     assert mf.startswith("FROM ./demo.gguf\n") and "<|im_start|>{{ .Role }}" in mf
     assert 'PARAMETER stop "<|im_end|>"' in mf and "PARAMETER temperature 0.6" in mf and "PARAMETER top_p 0.95" in mf
-    assert not list(tmp_path.glob(".*tmp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "demo.gguf"]  # no scratch merge or temp file left
 
 
 def test_demo_model_q8_0(demo_merged, tmp_path):

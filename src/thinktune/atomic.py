@@ -16,6 +16,9 @@ def temp_dir(parent: Path, prefix: str):
     if the block fails."""
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the published folder should not be
     try:
         yield tmp
     except BaseException:
@@ -35,3 +38,13 @@ def write_json(path: Path, obj) -> None:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+@contextmanager
+def scratch_dir(parent: Path, prefix: str):
+    """A temporary folder that is always removed at the end of the block."""
+    with temp_dir(parent, prefix) as tmp:
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

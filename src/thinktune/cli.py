@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     xg.add_argument("--out", required=True, help="The .gguf file to write; an Ollama Modelfile is written beside it.")
     xg.add_argument("--type", default="f16", choices=["f16", "q8_0"], help="f16 keeps full quality; q8_0 is about half the size at a small accuracy cost.")
 
+    from .chat import add_chat_parser
+
+    add_chat_parser(sub)
+
     m = sub.add_parser("demo", help="Fine-tune the small offline demo model and show before/after.")
     m.add_argument("--config", default="examples/demo.yaml", help="Demo config (default examples/demo.yaml).")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable).")
@@ -254,11 +258,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from .chat import cmd_chat
+
+    return cmd_chat(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export}[args.command]
+    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export, "chat": _chat}[args.command]
     try:
         return handler(args)
     except UserError as e:

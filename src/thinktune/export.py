@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import temp_dir
+from .atomic import scratch_dir, temp_dir
 from .errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -78,7 +78,7 @@ def export_gguf(source: Path, out_file: Path, qtype: str = "f16") -> Path:
     if qtype not in GGUF_TYPES:
         raise UserError(f"--type {qtype}: choose f16 or q8_0.")
     if (source / "adapter_config.json").exists():
-        with temp_dir(out_file.resolve().parent, ".merge-") as merged:
+        with scratch_dir(out_file.resolve().parent, ".merge-") as merged:
             merge(source, merged / "m", dtype="fp32")
             return export_gguf(merged / "m", out_file, qtype)
     if not (source / "config.json").exists():
