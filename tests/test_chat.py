@@ -20,6 +20,7 @@ from thinktune.data.render import render_prompt
 ROOT = Path(__file__).resolve().parents[1]
 # Same argv as `thinktune chat ...`; to become [sys.executable, "-m", "thinktune", "chat", ...] once wired into cli.py.
 LAUNCHER = [sys.executable, "-m", "thinktune", "chat"]
+BUDGET = ["--max-thinking-tokens", "8"]
 GREEDY = ["--model", "smollm2-demo", "--temperature", "0", "--max-new-tokens", "40"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -229,3 +230,28 @@ def test_bad_flags_are_user_errors():
         cmd_chat(p.parse_args(["chat", "--model", "smollm2-demo", "--top-p", "0"]))
     with pytest.raises(UserError, match="--model"):
         cmd_chat(p.parse_args(["chat"]))
+
+
+def test_session_thinking_budget_closes_think(tmp_path, demo_tok):
+    """Through the terminal: a template that opens <think> in the prompt (as later R1 revisions
+    do) and a budget of 8 tokens; the reply's thinking is closed by the budget, then it answers."""
+    from thinktune.model import _gguf_cache, resolve
+
+    src = _gguf_cache(resolve("smollm2-demo"))
+    folder = tmp_path / "opens-think"
+    folder.mkdir()
+    for f in src.iterdir():
+        if f.name != "chat_template.jinja":
+            (folder / f.name).symlink_to(f)
+    template = (src / "chat_template.jinja").read_text()
+    assert template.endswith("{{ '<|im_start|>assistant\n' }}{% endif %}")
+    (folder / "chat_template.jinja").write_text(template.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'"))
+    pexpect, child = _spawn("--model", str(folder), "--no-color", *BUDGET)
+    reply = _answer(child, "What is anaphylaxis?")
+    thinking, _, answer = reply.partition("</think>")
+    assert _ and answer.strip(), reply
+    assert len(tokenize(demo_tok, thinking.replace("<think>", "").strip())) <= 8
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
