@@ -45,29 +45,31 @@ def bench_prompts(tokenizer, items, fmt: str, ask_answer_line: bool) -> tuple[li
     return texts, ids
 
 
-def score(item, prompt_text: str, output: dict, tokenizer) -> dict:
-    """One predictions.jsonl row."""
+def split_output(prompt_text: str, output: dict, tokenizer) -> dict:
+    """Thinking and answer of one generation, with their token counts and the stop reason."""
     text = output["text"]
     # Template revisions that open <think> in the prompt: the output starts inside the thinking.
     opened_in_prompt = prompt_text.rstrip().endswith(THINK_OPEN)
     think, answer, closed = split_think(THINK_OPEN + text if opened_in_prompt else text)
-    letter, how = extract_choice(answer, item.options)
     return {
-        "id": item.id,
         "prompt": prompt_text,
         "output": text,
         "think": think,
-        "answer_text": answer,
-        "extracted": letter,
-        "how": how,
-        "gold": item.gold,
-        "correct": letter == item.gold,
+        "answer": answer,
         "closed_think": closed,
         "think_tokens": len(tokenize(tokenizer, think)) if think else 0,
         "answer_tokens": len(tokenize(tokenizer, answer)) if answer else 0,
         "output_tokens": output["tokens"],
         "stop": output["stop"],
     }
+
+
+def score(item, prompt_text: str, output: dict, tokenizer) -> dict:
+    """One predictions.jsonl row."""
+    row = split_output(prompt_text, output, tokenizer)
+    row["answer_text"] = row.pop("answer")
+    letter, how = extract_choice(row["answer_text"], item.options)
+    return {"id": item.id, **row, "extracted": letter, "how": how, "gold": item.gold, "correct": letter == item.gold}
 
 
 def summarize(preds: list[dict]) -> dict:
@@ -189,12 +191,5 @@ def generate_file(model, tokenizer, path: str, dec: Decoding) -> tuple[list[dict
     """`thinktune generate`: one output row per input row, with thinking and answer split."""
     texts, ids = file_prompts(path, tokenizer)
     outputs, speed = generate_all(model, tokenizer, ids, dec, desc="generate")
-    rows = []
-    for i, (text, out) in enumerate(zip(texts, outputs), start=1):
-        opened = text.rstrip().endswith(THINK_OPEN)
-        think, answer, closed = split_think(THINK_OPEN + out["text"] if opened else out["text"])
-        rows.append({"row": i, "prompt": text, "output": out["text"], "think": think, "answer": answer,
-                     "closed_think": closed, "think_tokens": len(tokenize(tokenizer, think)) if think else 0,
-                     "answer_tokens": len(tokenize(tokenizer, answer)) if answer else 0,
-                     "output_tokens": out["tokens"], "stop": out["stop"]})
+    rows = [{"row": i, **split_output(text, out, tokenizer)} for i, (text, out) in enumerate(zip(texts, outputs), start=1)]
     return rows, speed
