@@ -26,6 +26,17 @@ def temp_dir(parent: Path, prefix: str):
         raise
 
 
+def replace_dir(new: Path, out: Path) -> None:
+    """Put a finished folder in place; an old one is moved aside first and deleted only after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")

@@ -281,12 +281,12 @@ def add_chat_parser(subparsers) -> None:
 def cmd_chat(args) -> int:
     import torch
 
-    from .cli import _eval_model
+    from .export import base_model_for
     from .evaluate.run import load_for_eval
 
     if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1 or (args.max_thinking_tokens is not None and args.max_thinking_tokens < 0):
         raise UserError("thinktune chat needs --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1 and --max-thinking-tokens >= 0.")
-    model_name = _eval_model(args)
+    model_name = base_model_for(args.model, args.adapter)
     print(f"Loading {model_name}{' + ' + args.adapter if args.adapter else ''} ...", flush=True)
     model, tokenizer = load_for_eval(model_name, args.adapter)
     if args.seed is not None:

@@ -167,12 +167,9 @@ def cmd_demo(args) -> int:
 
 
 def _eval_model(args) -> str:
-    if args.model:
-        return args.model
-    cfg_path = Path(args.adapter or "") / "config.yaml"
-    if args.adapter and cfg_path.exists():
-        return config_mod.load(cfg_path).model.name
-    raise UserError("Give --model (or --adapter with a thinktune run folder, whose config names the base model).")
+    from .export import base_model_for
+
+    return base_model_for(args.model, args.adapter)
 
 
 def _decoding(args):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import scratch_dir, temp_dir
+from .atomic import replace_dir, scratch_dir, temp_dir
 from .errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -25,6 +25,15 @@ def base_model_of(run_dir: Path) -> str:
     if not adapter_cfg.exists():
         raise UserError(f"{run_dir} holds no adapter (adapter_config.json); give a thinktune run folder.")
     return json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+
+
+def base_model_for(model: str | None, adapter: str | None) -> str:
+    """--model if given, else the base the --adapter run folder was trained from."""
+    if model:
+        return model
+    if adapter:
+        return base_model_of(Path(adapter))
+    raise UserError("Give --model (or --adapter with a thinktune run folder, whose config names the base model).")
 
 
 def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
@@ -54,11 +63,7 @@ def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False
     with temp_dir(out.resolve().parent, f".{out.name}.tmp-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     return out
 
 

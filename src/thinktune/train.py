@@ -17,7 +17,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import config as config_mod
-from .atomic import temp_dir, write_json, write_text
+from .atomic import replace_dir, temp_dir, write_json, write_text
 from .data import Collator, prepare
 from .errors import UserError
 from .evaluate.loss import heldout_loss
@@ -169,20 +169,9 @@ def run_training(cfg, rows: list[dict] | None = None):
         summary = _fit(cfg, model, tokenizer, data, device, precision, work)
         summary.update(trainable_parameters=trainable, total_parameters=total)
         _write_outputs(cfg, model, tokenizer, summary, work)
-        _replace_dir(work, out)
+        replace_dir(work, out)
     print_summary(summary, out)
     return summary, model, tokenizer, data
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put the finished run in place; an old run is moved aside first and deleted only after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fit(cfg, model, tokenizer, data, device, precision, work: Path) -> dict:
