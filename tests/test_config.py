@@ -59,7 +59,9 @@ def test_tutorial_recipe_is_the_default():
     assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.target_modules) == (16, 32, 0.05, ["q_proj", "v_proj"])
     assert (c.train.batch_size, c.train.grad_accum, c.train.epochs, c.train.lr) == (2, 4, 3, 3e-4)
     assert (c.data.limit, c.model.name) == (1500, "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
-    assert c.train.save_steps == 0 and c.train.logging_steps == 20
+    assert c.train.logging_steps == 20
+    # not the tutorial: a resumable checkpoint every 100 updates, the newest 2 kept (issue 6)
+    assert (c.train.save_steps, c.train.save_total_limit) == (100, 2)
 
 
 def test_every_knob_has_a_one_sentence_help():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="Passes over the data (sets train.epochs).")
     t.add_argument("--lr", type=float, help="Learning rate (sets train.lr).")
     t.add_argument("--overwrite", action="store_true", help="Replace an existing run in the output folder.")
+    t.add_argument("--resume", action="store_true", help="Continue an interrupted run of --out from its newest complete checkpoint (same command otherwise).")
+    t.add_argument("--num-processes", type=int, default=1, metavar="N", help="Train on N processes of this machine (one per GPU; gloo on CPU) via torchrun; effective batch = N x batch_size x grad_accum.")
 
     d = sub.add_parser("data", help="Inspect training data.")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -129,9 +134,41 @@ def resolve_config(args, default_model: str | None = None):
 
 
 def cmd_train(args) -> int:
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(args.num_processes, args.argv)
+    if args.num_processes < 1:
+        raise UserError("--num-processes must be at least 1.")
     from .train import train
 
-    train(resolve_config(args))
+    train(resolve_config(args), resume=args.resume)
+    return 0
+
+
+def _launch(n: int, argv: list[str]) -> int:
+    """Re-run this same command as N processes with torch's elastic launcher (what `torchrun`
+    and `accelerate launch` use); the children see LOCAL_RANK and train instead of launching."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    rest, skip = [], False
+    for a in argv:
+        if skip or a == "--num-processes" or a.startswith("--num-processes="):
+            skip = a == "--num-processes"
+            continue
+        rest.append(a)
+    print(f"Launching {n} processes (torchrun --standalone --nproc-per-node {n} -m thinktune {' '.join(rest)}).", flush=True)
+    # torch.distributed would pin each process to 1 thread: share the cores out instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)("-m", "thinktune", *rest)
+    except ChildFailedError as e:
+        # The processes already printed the reason (rank 0 only); pass on its exit code, not a dump.
+        codes = {f.local_rank: f.exitcode for f in e.failures.values()}
+        return codes.get(0, next(iter(codes.values()), 1)) or 1
     return 0
 
 
@@ -263,13 +300,26 @@ def _chat(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export, "chat": _chat}[args.command]
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for all
     try:
         return handler(args)
     except UserError as e:
-        print(f"thinktune: error: {e}", file=sys.stderr)
+        from .trainer import TrainingDiverged
+
+        diverged = isinstance(e, TrainingDiverged)
+        if main_process:
+            print(f"{chr(10) if diverged else ''}thinktune: error: {e}", file=sys.stderr)  # diverged: after a progress bar
+        return 3 if diverged else 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        if main_process:
+            print(f"thinktune: error: cannot write {e.filename or 'the output'}: {e.strerror}. Nothing half-written was published; "
+                  "free some space or choose a writable --out, then run again (with --resume if a checkpoint was saved).", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("thinktune: interrupted; nothing was written to the run folder.", file=sys.stderr)

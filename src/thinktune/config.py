@@ -162,7 +162,14 @@ class TrainConfig:
     eval_steps: int = knob(
         20, "Measure held-out loss every this many optimizer steps (and before the first)."
     )
-    save_steps: int = knob(0, "Save a checkpoint every this many steps; 0 = only the final adapter.")
+    save_steps: int = knob(
+        100,
+        "Save a resumable checkpoint every this many optimizer steps (--resume continues from the "
+        "newest complete one); 0 = only the final adapter.",
+    )
+    save_total_limit: Optional[int] = knob(
+        2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all."
+    )
     gradient_checkpointing: bool = knob(
         False, "Recompute activations in the backward pass: much less memory, about 30% slower."
     )
@@ -267,6 +274,8 @@ def check(cfg: Config, where: str) -> Config:
         (cfg.lora.r >= 1, "lora.r must be at least 1"),
         (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be at least 1 (or null for all rows)"),
         (cfg.data.max_length is None or cfg.data.max_length >= 8, "data.max_length must be at least 8 (or null)"),
+        (cfg.train.save_steps >= 0, "train.save_steps must be 0 (no checkpoints) or more"),
+        (cfg.train.save_total_limit is None or cfg.train.save_total_limit >= 1, "train.save_total_limit must be at least 1 (or null to keep all)"),
     ]
     for ok, message in rules:
         if not ok:

@@ -1,12 +1,15 @@
 """`thinktune train`: data -> model + LoRA -> transformers Trainer -> a complete run folder.
 
-The run folder is built under a temporary name beside the target and renamed at the end, so a
-failed or interrupted run never leaves a half-written adapter or summary behind.
+The run is built in `.<name>.partial/` beside the target and renamed to `<name>` only when it is
+complete, so a failed or killed run never leaves a half-written adapter or summary where a
+finished run would be. Checkpoints (train.save_steps) live in `.<name>.partial/checkpoints/` and
+are sealed when complete; `--resume` continues from the newest sealed one. Under `torchrun` or
+`accelerate launch` every process trains, and only the main one writes.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import resource
 import shutil
@@ -14,17 +17,26 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from transformers import TrainingArguments, set_seed
 
+from . import checkpoints
 from . import config as config_mod
-from .atomic import replace_dir, temp_dir, write_json, write_text
+from .atomic import replace_dir, write_json, write_jsonl, write_text
 from .data import Collator, prepare
 from .errors import UserError
-from .evaluate.loss import heldout_loss
 from .model import add_lora, load_model, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
 from .plots import loss_curve
+from .trainer import HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
 
 RUN_MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")
+# Settings that may differ between a run and its --resume without changing what is trained.
+RESUME_FREE = {"train.overwrite", "train.logging_steps", "train.eval_steps", "train.save_steps", "train.save_total_limit"}
+
+
+def partial_dir(out: Path) -> Path:
+    return out.resolve().parent / f".{out.name}.partial"
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
@@ -38,79 +50,142 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UserError(f"Output folder {out} already holds a run; pass --overwrite (train.overwrite=true) to replace it, or choose another --out.")
     parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the folder {parent} for --out {out}: {e.strerror}. Choose a writable --out.") from e
     if not os.access(parent, os.W_OK):
         raise UserError(f"Cannot write into {parent}; choose a writable --out.")
 
 
-class MetricsLog(TrainerCallback):
-    """Writes one JSON line per log event (train loss, lr, grad norm, tokens/s, eval loss)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: list[dict] = []
-
-    def write(self, record: dict) -> None:
-        self.records.append(record)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        logs = dict(logs or {})
-        rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        keys = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "tokens_per_second": "tokens_per_second"}
-        rec.update({new: logs[old] for old, new in keys.items() if old in logs})
-        if "loss" in rec:
-            self.write(rec)
+def _config_changes(old, new) -> list[tuple[str, object, object]]:
+    a, b = old.to_dict(), new.to_dict()
+    return [(f"{s}.{k}", a[s][k], b[s][k]) for s in b for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
 
 
-class HeldoutEval(TrainerCallback):
-    """Held-out loss before training, every eval_steps, and at the end (per-token mean)."""
+def prepare_work(cfg, out: Path, work: Path, resume: bool) -> tuple[str | None, list[dict]]:
+    """Main process only: make (or check) the partial folder. Returns the checkpoint to resume
+    from (or None) and the metrics records up to it."""
+    check_output_dir(out, cfg.train.overwrite)
+    ckpt_dir = work / "checkpoints"
+    if not resume:
+        last = checkpoints.latest_complete(ckpt_dir)[0] if ckpt_dir.is_dir() else None
+        if last is not None and not cfg.train.overwrite:
+            raise UserError(
+                f"An interrupted run of {out} is in {work} with a complete checkpoint ({last.name}). Run the same command "
+                "with --resume to continue it, or with --overwrite to start again from scratch."
+            )
+        shutil.rmtree(work, ignore_errors=True)  # our own leftover with nothing worth keeping
+        try:
+            (work / "checkpoints").mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"Cannot create the run folder {work}: {e.strerror}. Choose a writable --out.") from e
+        write_text(work / "config.yaml", config_mod.dump(cfg))
+        return None, []
+    if not (work / "config.yaml").is_file():
+        done = " It already finished: its run folder is complete." if (out / "summary.json").is_file() else ""
+        raise UserError(f"Nothing to resume for {out}: there is no interrupted run in {work}.{done} Run without --resume to start one.")
+    changes = _config_changes(config_mod.load(work / "config.yaml"), cfg)
+    fatal = [c for c in changes if not c[0].startswith("train.")]
+    if fatal:
+        listed = "; ".join(f"{k} was {a!r}, now {b!r}" for k, a, b in fatal)
+        raise UserError(f"Cannot resume {work} with different model, data or LoRA settings ({listed}): the checkpoint would not fit them.")
+    for key, a, b in changes:
+        if key not in RESUME_FREE:
+            print(f"Warning: resuming with {key} changed from {a!r} to {b!r}; the result will differ from an uninterrupted run.", flush=True)
+    last, skipped = checkpoints.latest_complete(ckpt_dir) if ckpt_dir.is_dir() else (None, [])
+    for folder, why in skipped:
+        print(f"Warning: skipping {folder.name}: {why}. Removing it.", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    if last is None:
+        raise UserError(f"Nothing to resume in {work}: it holds no complete checkpoint (train.save_steps={cfg.train.save_steps}). Run again with --overwrite to start from scratch.")
+    records = read_metrics(work / "metrics.jsonl", checkpoints.step_of(last))
+    write_jsonl(work / "metrics.jsonl", records)
+    write_text(work / "config.yaml", config_mod.dump(cfg))
+    print(f"Resuming from {last} (step {checkpoints.step_of(last)}).", flush=True)
+    return str(last), records
 
-    def __init__(self, val: list[dict], collator, every: int, batch_size: int, log: MetricsLog):
-        self.val, self.collator, self.every, self.batch_size, self.log = val, collator, every, batch_size, log
-        self.last_step = -1
 
-    def measure(self, model, state) -> None:
-        if not self.val or state.global_step == self.last_step:
-            return
-        self.last_step = state.global_step
-        result = heldout_loss(model, self.val, self.collator, self.batch_size)
-        self.log.write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": result["loss"]})
-        print(f"  step {state.global_step}: held-out loss {result['loss']:.4f}", flush=True)
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        self.measure(model, state)
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and state.global_step % self.every == 0:
-            self.measure(model, state)
-
-    def on_train_end(self, args, state, control, model=None, **kw):
-        self.measure(model, state)
+def _on_main(state: PartialState, fn):
+    """Run fn on the main process only and hand its result (or its error) to every process, so
+    that all of them stop together instead of the others waiting at a barrier forever."""
+    box = [None, None]
+    if state.is_main_process:
+        try:
+            box[0] = fn()
+        except UserError as e:
+            box[1] = str(e)
+    box = broadcast_object_list(box) if state.num_processes > 1 else box
+    if box[1] is not None:
+        raise UserError(box[1])
+    return box[0]
 
 
-class ThinktuneTrainer(Trainer):
-    """Trainer that also reports useful tokens/s (the rows' own tokens, pads excluded)."""
+def train(cfg, rows: list[dict] | None = None, resume: bool = False) -> dict:
+    """Run one fine-tune from a Config and return its summary (also written to summary.json)."""
+    return run_training(cfg, rows, resume)[0]
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.tokens_seen = 0
-        self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._mark is None:
-            self._mark = (0, time.perf_counter())
-        self.tokens_seen += int(inputs["attention_mask"].sum())
-        return super().training_step(model, inputs, num_items_in_batch)
+def run_training(cfg, rows: list[dict] | None = None, resume: bool = False):
+    """Like train(), but also hands back (summary, trained PeftModel, tokenizer, prepared data)."""
+    out = Path(cfg.train.output_dir)
+    device = pick_device(cfg.model.device)
+    precision = pick_precision(cfg.model.precision, device)
+    state = PartialState(cpu=device == "cpu")  # one of N processes under torchrun / accelerate launch
+    say = print if state.is_main_process else (lambda *a, **k: None)
+    work = partial_dir(out)
+    resume_from, records = _on_main(state, lambda: prepare_work(cfg, out, work, resume))
+    say(f"Device: {device} ({precision}); {state.num_processes} process(es).", flush=True)
+    if device == "cpu" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        # accelerate 1.15 takes its FSDP path only for GPU process groups (MULTI_GPU and kin).
+        say("Warning: FSDP was asked for, but accelerate only shards on GPUs; on CPU this run is plain data parallel (DDP).", flush=True)
+    with state.main_process_first():  # a GGUF is converted once, by the main process
+        source = resolve(cfg.model.name)
+        tokenizer = load_tokenizer(source)
+    data = prepare(cfg.data, tokenizer, cfg.train.seed, rows=rows)
+    if state.is_main_process:
+        print_data_report(data.report)
 
-    def log(self, logs, start_time=None):
-        if "loss" in logs:
-            tokens, t = self._mark
-            now = time.perf_counter()
-            logs["tokens_per_second"] = round((self.tokens_seen - tokens) / max(now - t, 1e-9), 1)
-            self._mark = (self.tokens_seen, now)
-        super().log(logs, start_time)
+    set_seed(cfg.train.seed)
+    model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation)
+    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
+    trainable, total = trainable_parameters(model)
+    say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
+    try:
+        _on_main(state, lambda: _check_space(cfg, tokenizer, work, trainable, len(data.train), state.num_processes))
+        summary, trainer = _fit(cfg, model, tokenizer, data, device, precision, work, state, resume_from, records)
+        summary.update(trainable_parameters=trainable, total_parameters=total)
+        trainer.save_model(str(work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
+        if state.is_main_process:
+            (work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
+            _write_outputs(cfg, tokenizer, summary, work)
+            replace_dir(work, out)
+    except BaseException as e:
+        # Keep the partial run only when it holds a checkpoint worth resuming from.
+        last = checkpoints.latest_complete(work / "checkpoints")[0] if work.is_dir() else None
+        if state.is_main_process and work.is_dir() and last is None:
+            shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, Exception) and not isinstance(e, UserError):
+            # Writers fail in their own words on a full disk (tokenizers: "os error 28", torch.save:
+            # "file write failed"); the free space says what happened.
+            checkpoints.raise_if_disk_full(work.parent, last, e)
+        raise
+    if state.is_main_process:
+        print_summary(summary, out)
+    state.wait_for_everyone()
+    return summary, model, tokenizer, data
+
+
+def _check_space(cfg, tokenizer, work: Path, trainable: int, train_rows: int, processes: int) -> None:
+    t = cfg.train
+    # Each checkpoint holds a copy of the tokenizer: its JSON, plus ~1 MiB for the config and template.
+    tok_bytes = len(tokenizer.backend_tokenizer.to_str(pretty=True)) + (1 << 20) if tokenizer.is_fast else 8 << 20
+    steps = math.ceil(math.ceil(train_rows / (t.batch_size * processes)) / t.grad_accum * t.epochs)
+    saves = steps // t.save_steps + 1 if t.save_steps else 0  # the Trainer also saves the last step
+    kept = min(saves, (t.save_total_limit or saves) + 1)  # one more exists while the next is sealed
+    one = checkpoints.checkpoint_bytes(trainable, tok_bytes)
+    need = kept * one + 4 * trainable + (8 << 20)  # + the final adapter, metrics and plot
+    checkpoints.check_free_space(work, need, f"{kept} checkpoint(s) of ~{one / 2**20:,.1f} MiB and the final adapter")
 
 
 def training_arguments(cfg, device: str, precision: str, work: Path) -> TrainingArguments:
@@ -127,57 +202,31 @@ def training_arguments(cfg, device: str, precision: str, work: Path) -> Training
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN must stop the run (NonFiniteGuard), not be averaged away
         eval_strategy="no",  # held-out loss is measured by HeldoutEval, per token
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
+        save_total_limit=None,  # ThinktuneTrainer rotates sealed checkpoints itself
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
         seed=t.seed,
         data_seed=t.seed,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used; the search costs a pass
         remove_unused_columns=False,  # our collator picks the fields it needs
         report_to=[],
         dataloader_num_workers=0,
     )
 
 
-def train(cfg, rows: list[dict] | None = None) -> dict:
-    """Run one fine-tune from a Config and return its summary (also written to summary.json)."""
-    return run_training(cfg, rows)[0]
-
-
-def run_training(cfg, rows: list[dict] | None = None):
-    """Like train(), but also hands back (summary, trained PeftModel, tokenizer, prepared data)."""
-    out = Path(cfg.train.output_dir)
-    check_output_dir(out, cfg.train.overwrite)
-    device = pick_device(cfg.model.device)
-    precision = pick_precision(cfg.model.precision, device)
-    print(f"Device: {device} ({precision}).", flush=True)
-    source = resolve(cfg.model.name)
-    tokenizer = load_tokenizer(source)
-    data = prepare(cfg.data, tokenizer, cfg.train.seed, rows=rows)
-    print_data_report(data.report)
-
-    set_seed(cfg.train.seed)
-    model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation)
-    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
-    trainable, total = trainable_parameters(model)
-    print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
-
-    with temp_dir(out.resolve().parent, f".{out.name}.tmp-") as work:
-        summary = _fit(cfg, model, tokenizer, data, device, precision, work)
-        summary.update(trainable_parameters=trainable, total_parameters=total)
-        _write_outputs(cfg, model, tokenizer, summary, work)
-        replace_dir(work, out)
-    print_summary(summary, out)
-    return summary, model, tokenizer, data
-
-
-def _fit(cfg, model, tokenizer, data, device, precision, work: Path) -> dict:
+def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resume_from, records) -> tuple[dict, ThinktuneTrainer]:
+    t = cfg.train
     collator = Collator(tokenizer.pad_token_id)
-    log = MetricsLog(work / "metrics.jsonl")
-    heldout = HeldoutEval(data.val, collator, cfg.train.eval_steps, cfg.train.batch_size, log)
+    log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, records=records)
+    start_step = checkpoints.step_of(Path(resume_from)) if resume_from else -1
+    say = print if state.is_main_process else (lambda *a, **k: None)
+    heldout = HeldoutEval(data.val, collator, t.eval_steps, t.batch_size, log, say=say, last_step=start_step)
     trainer = ThinktuneTrainer(
         model=model,
         args=training_arguments(cfg, device, precision, work),
@@ -185,32 +234,41 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path) -> dict:
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[log, heldout],
+        keep=t.save_total_limit,
+        tokens_seen=checkpoints.read_seal(Path(resume_from))["tokens_seen"] if resume_from else 0,
+        lengths=[len(e["input_ids"]) for e in data.train],
     )
+    effective = state.num_processes * t.batch_size * t.grad_accum
+    say(f"Effective batch: {state.num_processes} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation = {effective} rows per update.", flush=True)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - start
     evals = [r["eval_loss"] for r in log.records if "eval_loss" in r]
+    tokens = trainer.tokens_seen * state.num_processes  # each process counts its own rows
     return {
         "model": cfg.model.name,
         "device": device,
         "precision": precision,
+        "processes": state.num_processes,
+        "effective_batch": effective,
+        "resumed_from_step": start_step if resume_from else None,
         "rows_read": data.report.rows_read,
         "rows_used": data.report.train_rows + data.report.val_rows,
         "rows_dropped": data.report.dropped,
         "rows_truncated": data.report.truncated,
         "data": data.report.to_dict(with_rows=False),
         "optimizer_steps": result.global_step,
-        "tokens_trained": trainer.tokens_seen,
+        "tokens_trained": tokens,
         "labelled_tokens_per_epoch": data.report.trained_tokens,
         "train_loss": result.training_loss,
         "eval_loss_start": evals[0] if evals else None,
         "eval_loss_end": evals[-1] if evals else None,
         "wall_seconds": round(wall, 2),
-        "tokens_per_second": round(trainer.tokens_seen / wall, 1),
+        "tokens_per_second": round(tokens / wall, 1),
         "peak_memory_gb": round(_peak_memory(device) / 2**30, 3),
-    }
+    }, trainer
 
 
 def _peak_memory(device: str) -> float:
@@ -219,15 +277,16 @@ def _peak_memory(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # KiB on Linux
 
 
-def _write_outputs(cfg, model, tokenizer, summary: dict, work: Path) -> None:
-    model.save_pretrained(work)  # PEFT adapter: adapter_model.safetensors + adapter_config.json
+def _write_outputs(cfg, tokenizer, summary: dict, work: Path) -> None:
     tokenizer.save_pretrained(work)
     write_text(work / "config.yaml", config_mod.dump(cfg))
-    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(work / "metrics.jsonl", 1 << 62)
+    write_jsonl(work / "metrics.jsonl", records)  # rewritten whole: no line cut short survives
     loss_curve(records, work / "loss_curve.png", title=f"{cfg.model.name} + LoRA r={cfg.lora.r}")
     write_json(work / "summary.json", summary)
-    if not cfg.train.save_steps:
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    ckpt = work / "checkpoints"
+    if ckpt.is_dir() and not any(ckpt.iterdir()):
+        ckpt.rmdir()
 
 
 def print_data_report(r) -> None:

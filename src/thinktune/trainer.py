@@ -1,0 +1,187 @@
+"""The transformers Trainer as thinktune runs it: its callbacks, its sampler, sealed checkpoints
+and the non-finite guard. `train.py` wires these together; nothing here reads the config file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from . import checkpoints
+from .errors import UserError
+from .evaluate.loss import heldout_loss
+
+# Test hook (issue 6): make the loss of this optimizer step NaN, to exercise the guard end to end.
+FAULT_NAN_STEP = "THINKTUNE_FAULT_NAN_STEP"
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients stopped being finite numbers; the CLI exits with code 3."""
+
+
+class MetricsLog(TrainerCallback):
+    """Writes one JSON line per log event (train loss, lr, grad norm, tokens/s, eval loss).
+    Only the main process writes; on resume the records up to the checkpoint are kept."""
+
+    def __init__(self, path: Path, enabled: bool = True, records: list[dict] | None = None):
+        self.path, self.enabled = path, enabled
+        self.records: list[dict] = list(records or [])
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        keys = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "tokens_per_second": "tokens_per_second"}
+        rec.update({new: logs[old] for old, new in keys.items() if old in logs})
+        if "loss" in rec:
+            self.write(rec)
+
+
+def read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    """The records of a metrics log up to a step; a last line cut short by a crash is dropped."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("step", 1 << 62) <= up_to_step:
+                records.append(rec)
+    return records
+
+
+class HeldoutEval(TrainerCallback):
+    """Held-out loss before training, every eval_steps, and at the end (per-token mean). Every
+    process computes it (an FSDP model needs all of them for a forward); only the main one logs."""
+
+    def __init__(self, val: list[dict], collator, every: int, batch_size: int, log: MetricsLog, say=print, last_step: int = -1):
+        self.val, self.collator, self.every, self.batch_size, self.log, self.say = val, collator, every, batch_size, log, say
+        self.last_step = last_step
+
+    def measure(self, model, state) -> None:
+        if not self.val or state.global_step == self.last_step:
+            return
+        self.last_step = state.global_step
+        result = heldout_loss(model, self.val, self.collator, self.batch_size)
+        self.log.write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": result["loss"]})
+        self.say(f"  step {state.global_step}: held-out loss {result['loss']:.4f}", flush=True)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.measure(model, state)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0:
+            self.measure(model, state)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self.measure(model, state)
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stops the run before an optimizer step would apply a NaN/inf gradient, so no checkpoint
+    (and no adapter) ever holds the diverged weights."""
+
+    def __init__(self, trainer: "ThinktuneTrainer"):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        grads = [p.grad.detach().float().abs().sum() for p in model.parameters() if p.requires_grad and p.grad is not None]
+        bad = torch.tensor(0.0 if not grads or torch.isfinite(torch.stack(grads).sum()) else 1.0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # FSDP shards differ
+        if bad.item():
+            raise TrainingDiverged(self.trainer.diverged_message(state.global_step + 1))
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from a generator seeded by (seed + epoch) rather
+    than the global RNG, so a resumed run (whose RNG is restored mid-epoch) sees the same order."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + int(epoch))
+
+
+class ThinktuneTrainer(Trainer):
+    """Trainer that reports useful tokens/s (the rows' own tokens, pads excluded), seals every
+    checkpoint it saves and keeps only the newest `keep` sealed ones."""
+
+    def __init__(self, *a, keep: int | None = None, tokens_seen: int = 0, lengths=None, **kw):
+        super().__init__(*a, **kw)
+        self.keep, self.lengths = keep, lengths
+        self.tokens_seen = tokens_seen
+        self.bad_loss: tuple[int, float] | None = None
+        self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
+        self.add_callback(NonFiniteGuard(self))
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy == "group_by_length" and self.lengths is not None:
+            return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, self.lengths, self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if os.environ.get(FAULT_NAN_STEP) == str(self.state.global_step + 1):
+            result = (result[0] * float("nan"), result[1]) if return_outputs else result * float("nan")
+        return result
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._mark is None:
+            self._mark = (self.tokens_seen, time.perf_counter())
+        self.tokens_seen += int(inputs["attention_mask"].sum())
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.bad_loss is None and not torch.isfinite(loss):
+            self.bad_loss = (self.state.global_step + 1, float(loss))
+        return loss
+
+    def diverged_message(self, step: int) -> str:
+        what = f"the loss became {self.bad_loss[1]}" if self.bad_loss else "the gradient became non-finite (NaN or inf)"
+        folder = Path(self.args.output_dir)
+        last, _ = checkpoints.latest_complete(folder) if folder.is_dir() else (None, [])
+        kept = (
+            f"The last good checkpoint is {last}: fix the cause, then run the same command with --resume to continue from it."
+            if last else "No checkpoint had been saved yet (train.save_steps), so nothing of this run was kept."
+        )
+        return (
+            f"Training stopped at optimizer step {step}: {what}, so the update was not applied and nothing after it was "
+            f"saved. Usual causes: a learning rate too high for this model (train.lr is {self.args.learning_rate:g}), "
+            f"fp16 overflow (try model.precision=fp32 or bf16), or a broken row in the data. {kept}"
+        )
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs:
+            tokens, t = self._mark
+            now = time.perf_counter()
+            logs["tokens_per_second"] = round((self.tokens_seen - tokens) / max(now - t, 1e-9), 1)
+            self._mark = (self.tokens_seen, now)
+        super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its rng_state_<rank>.pth
+        if not self.args.should_save:
+            return
+        run_dir = Path(self._get_output_dir(trial=trial))
+        checkpoints.seal(run_dir / f"checkpoint-{self.state.global_step}", {"step": self.state.global_step, "tokens_seen": self.tokens_seen})
+        # Rotation by hand: the Trainer's own deletes older checkpoints (ordered by mtime) before
+        # the new one is sealed, so a crash then could leave no complete checkpoint at all.
+        sealed = [p for p in sorted(run_dir.glob("checkpoint-*"), key=checkpoints.step_of) if (p / checkpoints.SEAL).is_file()]
+        if self.keep:
+            for old in sealed[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
