@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.thinktune-installed
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The training speed benchmark (issue 4): ~40 min per repeat on 2 CPU cores; see benchmarks/README.md.
+bench: setup
+	$(PIP) -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/train_speed.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,7 +5,7 @@ import torch
 
 from thinktune.config import LoraConfig
 from thinktune.errors import UserError
-from thinktune.model import add_lora, load_model, pick_device, pick_precision, resolve
+from thinktune.model import add_lora, cpu_has_native_bf16, load_model, pick_attention, pick_device, pick_precision, quantization_config, resolve
 from conftest import tiny_model
 
 
@@ -17,7 +17,7 @@ def test_device_order_and_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device is available"):
             pick_device("cuda")
-    assert pick_precision("auto", "cpu") == "fp32"
+    assert pick_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert pick_precision("bf16", "cpu") == "bf16"
     with pytest.raises(UserError, match="fp16 is for GPUs"):
         pick_precision("fp16", "cpu")
@@ -58,3 +58,46 @@ def test_lora_targets_and_errors():
     assert {n.split(".lora_")[0].split(".")[-1] for n in names} == {"q_proj", "v_proj"}
     with pytest.raises(UserError, match="wq not found"):
         add_lora(tiny_model("llama", 128), LoraConfig(target_modules=["wq"]))
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from pathlib import Path
+
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_attention_choice_per_device(monkeypatch):
+    import importlib.util
+
+    assert pick_attention("auto", "cpu", torch.float32) == "sdpa"
+    assert pick_attention("eager", "cpu", torch.float32) == "eager"
+    with pytest.raises(UserError, match="flash_attention_2 needs a CUDA GPU and the flash-attn package"):
+        pick_attention("flash_attention_2", "cpu", torch.bfloat16)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name, *a))
+    assert pick_attention("auto", "cuda", torch.bfloat16) == "flash_attention_2"  # the ecosystem's choice on GPU
+    assert pick_attention("auto", "cuda", torch.float32) == "sdpa"  # flash-attention has no fp32 kernels
+
+
+def test_qlora_is_cuda_only_and_follows_the_recipe(monkeypatch):
+    assert quantization_config(False, "cpu", torch.bfloat16) is None
+    with pytest.raises(UserError, match=r"QLoRA\) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on CPU"):
+        quantization_config(True, "cpu", torch.bfloat16)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(UserError, match="pip install bitsandbytes"):
+        quantization_config(True, "cuda", torch.bfloat16)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else real(name, *a))
+    q = quantization_config(True, "cuda", torch.bfloat16)  # transformers' own config object, as a GPU run gets it
+    assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (True, "nf4", True, torch.bfloat16)
+
+
+def test_train_refuses_qlora_on_cpu_before_loading(tmp_path, capsys):
+    from thinktune.cli import main
+
+    code = main(["train", "--model", "smollm2-demo", "--out", str(tmp_path / "run"), "--set", "model.load_in_4bit=true", "--set", "data.path=examples/data/medical_o1_en_sample.json", "--set", "data.limit=8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs a CUDA GPU" in err and not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()

@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="Continue an interrupted run of --out from its newest complete checkpoint (same command otherwise).")
     t.add_argument("--num-processes", type=int, default=1, metavar="N", help="Train on N processes of this machine (one per GPU; gloo on CPU) via torchrun; effective batch = N x batch_size x grad_accum.")
 
+    pl = sub.add_parser("plan", help="Before a run: expected peak memory by part, and the settings that fit a memory budget (no weights loaded).")
+    pl.add_argument("--model", help="Hub id, local folder or config.json, or a known name (r1-1.5b, r1-7b, smollm2-demo); default: the config's model.name.")
+    pl.add_argument("--config", help="Take the model, LoRA rank, targets and dropout from this YAML.")
+    pl.add_argument("--memory", type=float, default=8.0, help="Memory budget in GiB to fit into (default 8, an RTX 4060).")
+    pl.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="Plan for a CUDA GPU (bf16, NF4 for QLoRA) or a CPU (fp32).")
+    pl.add_argument("--method", choices=["lora", "qlora", "full"], help="Only this method (default: LoRA, then QLoRA).")
+    pl.add_argument("--max-length", type=int, help="Only this max length (default: 4096, 2048, 1024, 512, then the longest that fits).")
+    pl.add_argument("--batch-size", type=int, help="Only this per-device batch (default: 4, 2, 1).")
+
     d = sub.add_parser("data", help="Inspect training data.")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="Run the data stages and report every row's fate (no training).", epilog=_knob_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +178,22 @@ def _launch(n: int, argv: list[str]) -> int:
         # The processes already printed the reason (rank 0 only); pass on its exit code, not a dump.
         codes = {f.local_rank: f.exitcode for f in e.failures.values()}
         return codes.get(0, next(iter(codes.values()), 1)) or 1
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .plan import GiB, dims_from, fit, format_plan
+
+    cfg = config_mod.load(args.config, [])
+    if args.memory <= 0 or (args.max_length is not None and args.max_length < 64) or (args.batch_size is not None and args.batch_size < 1):
+        raise UserError("--memory must be positive, --max-length at least 64 and --batch-size at least 1.")
+    result = fit(
+        dims_from(args.model or cfg.model.name), int(args.memory * GiB), args.device,
+        seq_lens=(args.max_length,) if args.max_length else (4096, 2048, 1024, 512),
+        methods=(args.method,) if args.method else ("lora", "qlora"), batches=(args.batch_size,) if args.batch_size else (4, 2, 1),
+        lora_r=cfg.lora.r, lora_targets=tuple(cfg.lora.target_modules), lora_dropout=cfg.lora.dropout, head_on_labels=cfg.train.head_on_labels,
+    )
+    print(format_plan(result))
     return 0
 
 
@@ -303,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    handler = {"train": cmd_train, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export, "chat": _chat}[args.command]
+    handler = {"train": cmd_train, "plan": cmd_plan, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export, "chat": _chat}[args.command]
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for all
     try:
         return handler(args)

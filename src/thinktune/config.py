@@ -43,14 +43,20 @@ class ModelConfig:
     precision: str = knob(
         "auto",
         "Number format for training: 'auto' is bf16 on GPUs that support it, else fp16 (with fp32 "
-        "adapter weights), and fp32 on CPU; bf16/fp16 halve memory and speed up GPUs at a tiny "
-        "cost in accuracy.",
+        "adapter weights), and on CPU bf16 autocast only where the CPU has native bf16 (AMX or "
+        "AVX512-BF16), else fp32; bf16/fp16 halve memory and speed up at a tiny cost in accuracy.",
         ("auto", "bf16", "fp16", "fp32"),
     )
     attn_implementation: str = knob(
         "auto",
-        "Attention kernel: 'auto' lets transformers choose (sdpa), 'eager' is the slow reference.",
+        "Attention kernel: 'auto' is flash-attention 2 on CUDA when flash-attn is installed, else "
+        "PyTorch's sdpa; 'eager' is the slow reference.",
         ("auto", "sdpa", "eager", "flash_attention_2"),
+    )
+    load_in_4bit: bool = knob(
+        False,
+        "QLoRA: hold the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA only, double "
+        "quantisation, bf16 compute), about a quarter of the bf16 weight memory.",
     )
 
 
@@ -170,8 +176,20 @@ class TrainConfig:
     save_total_limit: Optional[int] = knob(
         2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all."
     )
-    gradient_checkpointing: bool = knob(
-        False, "Recompute activations in the backward pass: much less memory, about 30% slower."
+    gradient_checkpointing: Optional[bool] = knob(
+        None,
+        "Recompute activations in the backward pass (much less memory, about 30% slower); null = "
+        "on only when thinktune's memory plan says the run would not fit the device otherwise.",
+    )
+    packing: bool = knob(
+        False,
+        "Pack each batch's rows into one sequence with a block-diagonal attention mask, so no "
+        "padding is computed (length grouping already leaves little).",
+    )
+    head_on_labels: bool = knob(
+        True,
+        "Compute the output head and loss only at positions that have a label, in chunks: the "
+        "same loss without logits for prompt and pad positions.",
     )
     seed: int = knob(42, "Random seed for the data split, sampling, shuffling and LoRA init.")
 

@@ -9,6 +9,7 @@ are sealed when complete; `--resume` continues from the newest sealed one. Under
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import resource
@@ -24,10 +25,11 @@ from transformers import TrainingArguments, set_seed
 from . import checkpoints
 from . import config as config_mod
 from .atomic import replace_dir, write_json, write_jsonl, write_text
-from .data import Collator, prepare
+from .data import Collator, PackingCollator, prepare
 from .errors import UserError
-from .model import add_lora, load_model, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
+from .model import add_lora, load_model, quantization_config, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
 from .plots import loss_curve
+from .speed import HeadOnLabels
 from .trainer import HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
 
 RUN_MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")
@@ -131,35 +133,12 @@ def run_training(cfg, rows: list[dict] | None = None, resume: bool = False):
     out = Path(cfg.train.output_dir)
     device = pick_device(cfg.model.device)
     precision = pick_precision(cfg.model.precision, device)
+    quantization_config(cfg.model.load_in_4bit, device, torch.bfloat16)  # QLoRA off CUDA: fail before any write
     state = PartialState(cpu=device == "cpu")  # one of N processes under torchrun / accelerate launch
-    say = print if state.is_main_process else (lambda *a, **k: None)
     work = partial_dir(out)
     resume_from, records = _on_main(state, lambda: prepare_work(cfg, out, work, resume))
-    say(f"Device: {device} ({precision}); {state.num_processes} process(es).", flush=True)
-    if device == "cpu" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        # accelerate 1.15 takes its FSDP path only for GPU process groups (MULTI_GPU and kin).
-        say("Warning: FSDP was asked for, but accelerate only shards on GPUs; on CPU this run is plain data parallel (DDP).", flush=True)
-    with state.main_process_first():  # a GGUF is converted once, by the main process
-        source = resolve(cfg.model.name)
-        tokenizer = load_tokenizer(source)
-    data = prepare(cfg.data, tokenizer, cfg.train.seed, rows=rows)
-    if state.is_main_process:
-        print_data_report(data.report)
-
-    set_seed(cfg.train.seed)
-    model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation)
-    model = add_lora(model, cfg.lora, cfg.train.gradient_checkpointing)
-    trainable, total = trainable_parameters(model)
-    say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
     try:
-        _on_main(state, lambda: _check_space(cfg, tokenizer, work, trainable, len(data.train), state.num_processes))
-        summary, trainer = _fit(cfg, model, tokenizer, data, device, precision, work, state, resume_from, records)
-        summary.update(trainable_parameters=trainable, total_parameters=total)
-        trainer.save_model(str(work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
-        if state.is_main_process:
-            (work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
-            _write_outputs(cfg, tokenizer, summary, work)
-            replace_dir(work, out)
+        summary, model, tokenizer, data = _run(cfg, rows, device, precision, state, work, out, resume_from, records)
     except BaseException as e:
         # Keep the partial run only when it holds a checkpoint worth resuming from.
         last = checkpoints.latest_complete(work / "checkpoints")[0] if work.is_dir() else None
@@ -174,6 +153,69 @@ def run_training(cfg, rows: list[dict] | None = None, resume: bool = False):
         print_summary(summary, out)
     state.wait_for_everyone()
     return summary, model, tokenizer, data
+
+
+def _run(cfg, rows, device, precision, state, work: Path, out: Path, resume_from, records):
+    say = print if state.is_main_process else (lambda *a, **k: None)
+    say(f"Device: {device} ({precision}); {state.num_processes} process(es).", flush=True)
+    if device == "cpu" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        # accelerate 1.15 takes its FSDP path only for GPU process groups (MULTI_GPU and kin).
+        say("Warning: FSDP was asked for, but accelerate only shards on GPUs; on CPU this run is plain data parallel (DDP).", flush=True)
+    with state.main_process_first():  # a GGUF is converted once, by the main process
+        source = resolve(cfg.model.name)
+        tokenizer = load_tokenizer(source)
+    data = prepare(cfg.data, tokenizer, cfg.train.seed, rows=rows)
+    if state.is_main_process:
+        print_data_report(data.report)
+
+    set_seed(cfg.train.seed)
+    model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation, cfg.model.load_in_4bit)
+    checkpointing = cfg.train.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = _plan_says_tight(cfg, model, device, data.report.max_length, say)
+    model = add_lora(model, cfg.lora, checkpointing)
+    trainable, total = trainable_parameters(model)
+    say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
+    _on_main(state, lambda: _check_space(cfg, tokenizer, work, trainable, len(data.train), state.num_processes))
+    summary, trainer = _fit(cfg, model, tokenizer, data, device, precision, work, state, resume_from, records)
+    summary.update(trainable_parameters=trainable, total_parameters=total, gradient_checkpointing=checkpointing)
+    trainer.save_model(str(work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
+    if state.is_main_process:
+        (work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
+        _write_outputs(cfg, tokenizer, summary, work)
+        replace_dir(work, out)
+    return summary, model, tokenizer, data
+
+
+def _plan_says_tight(cfg, model, device: str, max_length: int, say) -> bool:
+    """train.gradient_checkpointing=null: on only when the memory plan (thinktune plan) of this
+    run without it exceeds 90% of the device's memory (the GPU's, or the RAM available)."""
+    from .plan import GiB, dims_from_dict, estimate
+
+    where = "cuda" if device == "cuda" else "cpu"
+    try:
+        dims = dims_from_dict(model.config.to_dict(), cfg.model.name)
+        e = estimate(dims, "qlora" if cfg.model.load_in_4bit else "lora", max_length, cfg.train.batch_size, lora_r=cfg.lora.r,
+                     lora_targets=tuple(cfg.lora.target_modules), lora_dropout=cfg.lora.dropout, checkpointing=False,
+                     device=where, head_on_labels=cfg.train.head_on_labels)
+    except (UserError, KeyError) as err:  # an architecture the planner does not know
+        say(f"Note: no memory plan for this model ({err}); gradient checkpointing off (set train.gradient_checkpointing=true to force it).", flush=True)
+        return False
+    memory = torch.cuda.get_device_properties(0).total_memory if device == "cuda" else _available_ram()
+    tight = e.total > 0.9 * memory
+    say(f"Memory plan at max length {max_length}: ~{e.total / GiB:.1f} GiB without gradient checkpointing, "
+        f"{memory / GiB:.1f} GiB available: gradient checkpointing {'on' if tight else 'off'}.", flush=True)
+    return tight
+
+
+def _available_ram() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _check_space(cfg, tokenizer, work: Path, trainable: int, train_rows: int, processes: int) -> None:
@@ -222,16 +264,22 @@ def training_arguments(cfg, device: str, precision: str, work: Path) -> Training
 
 def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resume_from, records) -> tuple[dict, ThinktuneTrainer]:
     t = cfg.train
+    say = print if state.is_main_process else (lambda *a, **k: None)
     collator = Collator(tokenizer.pad_token_id)
+    attention = model.get_base_model().config._attn_implementation
+    train_collator = PackingCollator(tokenizer.pad_token_id, attention) if t.packing else collator
+    head, liger = _head_choice(cfg, model, device, state, say)
     log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, records=records)
     start_step = checkpoints.step_of(Path(resume_from)) if resume_from else -1
-    say = print if state.is_main_process else (lambda *a, **k: None)
     heldout = HeldoutEval(data.val, collator, t.eval_steps, t.batch_size, log, say=say, last_step=start_step)
+    args = training_arguments(cfg, device, precision, work)
+    args.use_liger_kernel = liger
     trainer = ThinktuneTrainer(
         model=model,
-        args=training_arguments(cfg, device, precision, work),
+        args=args,
+        head=head,
         train_dataset=data.train,
-        data_collator=collator,
+        data_collator=train_collator,
         processing_class=tokenizer,
         callbacks=[log, heldout],
         keep=t.save_total_limit,
@@ -261,6 +309,7 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         "data": data.report.to_dict(with_rows=False),
         "optimizer_steps": result.global_step,
         "tokens_trained": tokens,
+        "positions_computed": trainer.positions_seen * state.num_processes,  # pads included (this session)
         "labelled_tokens_per_epoch": data.report.trained_tokens,
         "train_loss": result.training_loss,
         "eval_loss_start": evals[0] if evals else None,
@@ -269,6 +318,21 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         "tokens_per_second": round(tokens / wall, 1),
         "peak_memory_gb": round(_peak_memory(device) / 2**30, 3),
     }, trainer
+
+
+def _head_choice(cfg, model, device: str, state, say):
+    """(HeadOnLabels or None, use_liger_kernel): where the head and loss run only on labels."""
+    if not cfg.train.head_on_labels:
+        return None, False
+    if device == "cuda" and importlib.util.find_spec("liger_kernel") is not None:
+        return None, True  # Liger's fused linear cross-entropy: the same idea as a Triton kernel
+    why = HeadOnLabels.why_not(model)
+    if why is None and state.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        why = "FSDP/DeepSpeed shard the head's weight"
+    if why:
+        say(f"Note: train.head_on_labels is off for this run: {why}.", flush=True)
+        return None, False
+    return HeadOnLabels(model), False
 
 
 def _peak_memory(device: str) -> float:

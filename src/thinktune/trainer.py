@@ -3,6 +3,7 @@ and the non-finite guard. `train.py` wires these together; nothing here reads th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -122,10 +123,10 @@ class ThinktuneTrainer(Trainer):
     """Trainer that reports useful tokens/s (the rows' own tokens, pads excluded), seals every
     checkpoint it saves and keeps only the newest `keep` sealed ones."""
 
-    def __init__(self, *a, keep: int | None = None, tokens_seen: int = 0, lengths=None, **kw):
-        super().__init__(*a, **kw)
-        self.keep, self.lengths = keep, lengths
-        self.tokens_seen = tokens_seen
+    def __init__(self, *a, keep: int | None = None, tokens_seen: int = 0, lengths=None, head=None, **kw):
+        super().__init__(*a, compute_loss_func=head, **kw)
+        self.keep, self.lengths, self.head = keep, lengths, head
+        self.tokens_seen, self.positions_seen = tokens_seen, 0
         self.bad_loss: tuple[int, float] | None = None
         self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
         self.add_callback(NonFiniteGuard(self))
@@ -136,7 +137,8 @@ class ThinktuneTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self.head.skipped() if self.head is not None else contextlib.nullcontext():
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if os.environ.get(FAULT_NAN_STEP) == str(self.state.global_step + 1):
             result = (result[0] * float("nan"), result[1]) if return_outputs else result * float("nan")
         return result
@@ -144,7 +146,10 @@ class ThinktuneTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._mark is None:
             self._mark = (self.tokens_seen, time.perf_counter())
-        self.tokens_seen += int(inputs["attention_mask"].sum())
+        mask = inputs.get("attention_mask")
+        # a packed row (4D block mask, or position ids only) has no padding: every id is a token
+        self.tokens_seen += int(mask.sum()) if mask is not None and mask.dim() == 2 else inputs["input_ids"].numel()
+        self.positions_seen += inputs["input_ids"].numel()
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.bad_loss is None and not torch.isfinite(loss):
             self.bad_loss = (self.state.global_step + 1, float(loss))

@@ -1,0 +1,274 @@
+"""Training speed and memory: the tutorial recipe, TRL's SFTTrainer defaults and thinktune, in one
+session, on the same model, rows and optimizer steps (issue 4).
+
+    make bench                                   # or: .venv/bin/python benchmarks/train_speed.py
+    .venv/bin/python benchmarks/train_speed.py --repeats 1 --only tutorial_cover,thinktune
+
+Every run is a fresh subprocess (so its peak RSS is its own) of one recipe on the demo model
+(SmolLM2-135M), the first 64 English rows of ../shared/data/train/medical_o1_sft_en.json, 1 epoch,
+batch 2 x accumulation 4 (8 optimizer steps), LoRA r16/alpha32 on q,v, lr 3e-4, fp32 unless the
+row says bf16. Repeats are interleaved (all recipes once, then again) so that drift of the machine
+spreads over every row. Columns:
+- useful tok/s: the rows' own (non-pad) tokens the run processed, per second of trainer.train();
+- positions/s: every position computed (pads included), per second;
+- held-out: per-token loss of the answer (reasoning + response, thinktune's chat-template
+  encoding) of 16 other rows, after the run, measured the same way for every recipe;
+- MFU: 4 x (matrix parameters) x useful tokens / time, over the fp32 matrix rate measured here at
+  start (forward 2P + backward 2P per token: frozen weights get no weight gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "train" / "medical_o1_sft_en.json"
+TRAIN_ROWS = int(os.environ.get("BENCH_TRAIN_ROWS", 64))  # smaller only to try the script out
+HELDOUT_ROWS = 16
+RECIPES = {
+    "tutorial_512": "tutorial recipe, pad to 512 (what it does: cuts answers)",
+    "tutorial_cover": "tutorial recipe, pad to cover the longest row",
+    "trl": "TRL SFTTrainer defaults (prompt/completion)",
+    "thinktune": "thinktune defaults",
+    "tt_grouping_only": "thinktune, length grouping only (head_on_labels off)",
+    "tt_packing": "thinktune + packing (block-diagonal mask)",
+    "tt_bf16": "thinktune + bf16 autocast",
+}
+# The tutorial's prompt (the popular R1 medical fine-tuning script, in spirit): plain text, the
+# end written as the string "<|endoftext|>" (not SmolLM2's end token), labels = every input id.
+TUTORIAL_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context.\n"
+    "Write a response that appropriately completes the request.\n"
+    "Before answering, think carefully about the question and create a step-by-step chain of thoughts "
+    "to ensure a logical and accurate response.\n\n### Instruction:\nYou are a medical expert with advanced "
+    "knowledge in clinical reasoning, diagnostics, and treatment planning.\nPlease answer the following "
+    "medical question.\n\n### Question:\n{}\n\n### Response:\n<think>\n{}\n</think>\n{}<|endoftext|>"
+)
+
+
+class Counting:
+    """Wraps a collator to count the tokens and positions every batch carries."""
+
+    def __init__(self, collate):
+        self.collate, self.tokens, self.positions = collate, 0, 0
+
+    def __call__(self, examples):
+        batch = self.collate(examples)
+        self.tokens += int(batch["attention_mask"].sum())
+        self.positions += batch["input_ids"].numel()
+        return batch
+
+
+def load_rows():
+    rows = json.loads(DATA.read_text(encoding="utf-8"))
+    return rows[:TRAIN_ROWS], rows[TRAIN_ROWS : TRAIN_ROWS + HELDOUT_ROWS]
+
+
+def demo_model():
+    import torch
+
+    from thinktune.model import load_model, load_tokenizer, resolve
+
+    source = resolve("smollm2-demo")
+    return load_model(source, torch.float32, "cpu"), load_tokenizer(source)
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+def common_args(out: str) -> dict:
+    return dict(output_dir=out, per_device_train_batch_size=2, gradient_accumulation_steps=4, learning_rate=3e-4,
+                num_train_epochs=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42)
+
+
+def run_tutorial(train, length: int | None, out: str) -> dict:
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    model, tok = demo_model()
+    texts = [TUTORIAL_PROMPT.format(r["Question"], r["Complex_CoT"], r["Response"]) for r in train]
+    length = length or max(len(tok(t)["input_ids"]) for t in texts)
+    enc = tok(texts, padding="max_length", truncation=True, max_length=length)
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": enc["input_ids"]})
+    collate = Counting(default_data_collator)
+    trainer = Trainer(model=get_peft_model(model, lora_config()), args=TrainingArguments(**common_args(out)), train_dataset=ds, data_collator=collate)
+    start = time.perf_counter()
+    result = trainer.train()
+    return dict(wall=time.perf_counter() - start, tokens=collate.tokens, positions=collate.positions, train_loss=result.training_loss, model=trainer.model, max_length=length)
+
+
+def run_trl(train, out: str) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = demo_model()
+    ds = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": r["Question"]}],
+         "completion": [{"role": "assistant", "content": f"<think>\n{r['Complex_CoT']}\n</think>\n\n{r['Response']}"}]}
+        for r in train
+    ])
+    # TRL 1.16 defaults to bf16, which a CPU without native bf16 only emulates (hours for this
+    # run): fp32 like every other row; all other settings are SFTConfig's defaults.
+    args = SFTConfig(**common_args(out), bf16=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config())
+    trainer.data_collator = collate = Counting(trainer.data_collator)
+    start = time.perf_counter()
+    result = trainer.train()
+    return dict(wall=time.perf_counter() - start, tokens=collate.tokens, positions=collate.positions, train_loss=result.training_loss, model=trainer.model, max_length=trainer.args.max_length)
+
+
+def run_thinktune(train, sets: list[str], out: str) -> dict:
+    from thinktune import config
+    from thinktune.train import run_training
+
+    cfg = config.load(None, [
+        "model.name=smollm2-demo", f"data.path={DATA}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0",
+        "train.epochs=1", "train.save_steps=0", "train.logging_steps=1", "train.eval_steps=0", f"train.output_dir={out}/run", *sets,
+    ])
+    summary, model, _, data = run_training(cfg, rows=train)
+    return dict(wall=summary["wall_seconds"], tokens=summary["tokens_trained"], positions=summary["positions_computed"],
+                train_loss=summary["train_loss"], model=model, max_length=data.report.max_length)
+
+
+def heldout(model, rows) -> float:
+    from thinktune.config import DataConfig
+    from thinktune.data import Collator, prepare
+    from thinktune.evaluate.loss import heldout_loss
+    from thinktune.model import load_tokenizer, resolve
+
+    tok = load_tokenizer(resolve("smollm2-demo"))
+    data = prepare(DataConfig(path=str(DATA), limit=None, val_fraction=0.0, val_min_rows=0), tok, 0, rows=rows)
+    return heldout_loss(model, data.train, Collator(tok.pad_token_id), 2)["loss"]
+
+
+def matrix_params(model) -> int:
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    linear = sum(m.weight.numel() for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n)
+    return linear
+
+
+def child(name: str) -> None:
+    train, held = load_rows()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as out:
+        if name.startswith("tutorial"):
+            r = run_tutorial(train, 512 if name == "tutorial_512" else None, out)
+        elif name == "trl":
+            r = run_trl(train, out)
+        else:
+            sets = {"thinktune": [], "tt_grouping_only": ["train.head_on_labels=false"], "tt_packing": ["train.packing=true"],
+                    "tt_bf16": ["model.precision=bf16"]}[name]
+            r = run_thinktune(train, sets, out)
+        model = r.pop("model")
+        r["heldout_loss"] = heldout(model.eval(), held)
+        r["matrix_params"] = matrix_params(model)
+    r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+def matrix_rate(dtype_name: str, seconds: float = 3.0) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
+
+
+def spread(values: list[float], fmt: str) -> str:
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def table(results: dict, rates: dict) -> str:
+    base = statistics.median(r["tokens"] / r["wall"] for r in results["tutorial_cover"]) if results.get("tutorial_cover") else None
+    trl = statistics.median(r["tokens"] / r["wall"] for r in results["trl"]) if results.get("trl") else None
+    lines = ["| recipe | useful tok/s | x tutorial (cover) | x TRL | positions/s | wall s | peak RSS GB | held-out loss | MFU | max length |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        if not runs:
+            continue
+        useful = [r["tokens"] / r["wall"] for r in runs]
+        mfu = [4 * r["matrix_params"] * r["tokens"] / r["wall"] / (rates["float32"] * 1e9) for r in runs]
+        ratio = lambda ref: f"{statistics.median(useful) / ref:.2f}" if ref else "-"  # noqa: E731
+        lines.append(
+            f"| {RECIPES[name]} | {spread(useful, '.1f')} | {ratio(base)} | {ratio(trl)} | {spread([r['positions'] / r['wall'] for r in runs], '.1f')} | "
+            f"{spread([r['wall'] for r in runs], '.1f')} | {spread([r['peak_rss_gb'] for r in runs], '.2f')} | "
+            f"{spread([r['heldout_loss'] for r in runs], '.4f')} | {spread([100 * m for m in mfu], '.1f')}% | {runs[0]['max_length']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3, help="Runs of each recipe (median and min-max are reported).")
+    p.add_argument("--only", default=",".join(RECIPES), help="Comma-separated recipes to run: " + ", ".join(RECIPES))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="Folder for the JSON and Markdown results.")
+    p.add_argument("--force-bf16", action="store_true", help="Run the bf16 row even on a CPU that only emulates bf16.")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child)
+        return 0
+    if not DATA.exists():
+        print(f"benchmark data {DATA} is missing (../shared/data beside the project)", file=sys.stderr)
+        return 2
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        print(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}", file=sys.stderr)
+        return 2
+    rates = {d: matrix_rate(d) for d in ("float32", "bfloat16")}
+    print(f"Matrix rate on this machine: fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s", flush=True)
+    from thinktune.model import cpu_has_native_bf16
+
+    if "tt_bf16" in names and not cpu_has_native_bf16() and not args.force_bf16:
+        names.remove("tt_bf16")
+        print(f"Skipping tt_bf16: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
+              f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs it anyway).", flush=True)
+    results = {n: [] for n in names}
+    total = len(names) * args.repeats
+    for k in range(args.repeats):
+        for name in names:
+            print(f"[{len(sum(results.values(), [])) + 1}/{total}] {name} (repeat {k + 1}) ...", flush=True)
+            proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                print(proc.stdout[-2000:] + proc.stderr[-4000:], file=sys.stderr)
+                return 1
+            r = json.loads(line[7:])
+            results[name].append(r)
+            print(f"    {r['tokens'] / r['wall']:.1f} useful tok/s, {r['wall']:.1f} s, {r['peak_rss_gb']:.2f} GB, held-out {r['heldout_loss']:.4f}", flush=True)
+    md = table(results, rates)
+    print("\n" + md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"train_speed-{stamp}.json").write_text(json.dumps({"rates_gflops": rates, "repeats": args.repeats, "results": results}, indent=2))
+    (out / f"train_speed-{stamp}.md").write_text(f"fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s; {args.repeats} repeat(s)\n\n{md}\n")
+    print(f"\nWritten to {out}/train_speed-{stamp}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The language-model head and its cross-entropy on labelled positions only, in chunks.
+
+A causal LM's forward computes logits for every position, prompt and pad included, and keeps
+them for the backward: for a 152k-token vocabulary that is ~0.6 GB of fp32 per 1,000 positions,
+more than the whole LoRA model needs elsewhere. Training only needs the rows of the head whose
+next token carries a label. `HeadOnLabels` makes the model's forward stop at the hidden states
+(the head's `forward` returns its input for the duration of the step) and `linear_cross_entropy`
+computes the head, the loss and its gradient chunk by chunk, so at most `chunk` positions of
+logits exist at a time. On CUDA, Liger-Kernel's fused linear cross-entropy (the Trainer's
+`use_liger_kernel`) is the ecosystem's piece for the same thing and is used when installed.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .data.encode import IGNORE_INDEX
+
+# Model types whose forward ends in `logits = lm_head(hidden)` with nothing after it (no logit
+# soft-capping or scaling), so skipping the head and applying it here gives the same loss.
+PLAIN_HEADS = {"llama", "qwen2", "qwen3", "mistral"}
+CHUNK_ELEMENTS = 1 << 25  # logits per chunk (positions x vocabulary): 128 MiB in fp32
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum_i CE(hidden_i @ weight.T, target_i), with the gradient computed in the forward, chunk
+    by chunk, so no full logit matrix is ever stored (the idea of Liger's fused kernel)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int):
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 at least: bf16 logits lose the loss
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if weight.requires_grad else None
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = (h @ weight.T).to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # d(sum CE)/d(logits) = softmax - one_hot(target), computed in place over the logits
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad[torch.arange(len(t), device=t.device), t] -= 1.0
+            grad = grad.to(h.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk] = grad @ weight
+            if grad_weight is not None:
+                grad_weight += grad.T.to(acc) @ h.to(acc)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        gh = grad_hidden * grad_out.to(grad_hidden.dtype) if grad_hidden is not None else None
+        gw = (grad_weight * grad_out).to(ctx.weight_dtype) if grad_weight is not None else None
+        return gh, gw, None, None
+
+
+def linear_cross_entropy(hidden, weight, labels, num_items_in_batch=None, chunk: int | None = None):
+    """The HF causal-LM loss (labels aligned with inputs, shifted here once) computed from hidden
+    states: sum of CE over labelled positions / num_items_in_batch (or their count).
+
+    >>> _ = torch.manual_seed(0); h = torch.randn(1, 4, 8); w = torch.randn(11, 8)
+    >>> labels = torch.tensor([[-100, 3, 5, -100]])
+    >>> plain = nn.functional.cross_entropy((h @ w.T)[0, :-1], labels[0, 1:], ignore_index=-100)
+    >>> bool(torch.allclose(linear_cross_entropy(h, w, labels, chunk=1), plain))
+    True
+    """
+    h, t = hidden[:, :-1], labels[:, 1:]
+    keep = t != IGNORE_INDEX
+    h, t = h[keep], t[keep]
+    chunk = chunk or max(64, CHUNK_ELEMENTS // weight.shape[0])
+    total = _LinearCrossEntropy.apply(h, weight, t.to(h.device), chunk)
+    denom = num_items_in_batch if num_items_in_batch is not None else max(int(keep.sum()), 1)
+    if torch.is_tensor(denom):
+        denom = denom.to(total.device)
+    return total / denom
+
+
+class HeadOnLabels:
+    """Trainer `compute_loss_func` plus the switch that makes the forward skip the head."""
+
+    def __init__(self, model, chunk: int | None = None):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.head = base.get_output_embeddings()
+        self.chunk = chunk
+
+    @staticmethod
+    def why_not(model) -> str | None:
+        """None when the head can be moved out of the forward, else the reason it cannot."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        head = base.get_output_embeddings()
+        if base.config.model_type not in PLAIN_HEADS:
+            return f"model type {base.config.model_type!r} may transform its logits after the head"
+        if type(head) is not nn.Linear or head.bias is not None:
+            return "the output head is not a plain bias-free Linear (e.g. LoRA on lm_head)"
+        return None
+
+    @contextmanager
+    def skipped(self):
+        self.head.forward = lambda hidden: hidden  # an instance attribute shadows Linear.forward
+        try:
+            yield
+        finally:
+            del self.head.forward
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        return linear_cross_entropy(outputs.logits, self.head.weight, labels, num_items_in_batch, self.chunk)

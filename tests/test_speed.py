@@ -1,0 +1,170 @@
+"""Issue 4's levers, each against the plain path it replaces: the head and loss on labelled
+positions only (loss and gradients), packing with a block-diagonal mask (logits and loss per
+example), and both through the real Trainer (same adapter)."""
+
+import doctest
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny_model
+from thinktune import speed
+from thinktune.data import Collator, PackingCollator
+from thinktune.data import collate as collate_mod
+from thinktune.data.encode import IGNORE_INDEX
+from thinktune.speed import HeadOnLabels, linear_cross_entropy
+
+
+def test_docstring_examples_run():
+    for mod in (speed, collate_mod):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0, mod.__name__
+
+
+def rows(vocab, lengths, seed=0, prompt=3):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(4, vocab, (n,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * prompt + ids[prompt:]})
+    return out
+
+
+def lora(model):
+    from thinktune.config import LoraConfig
+    from thinktune.model import add_lora
+
+    peft = add_lora(model, LoraConfig(dropout=0.0))
+    for n, p in peft.named_parameters():  # B starts at zero: move it so gradients reach A too
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(n)))
+    return peft.train()
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])  # untied head, tied head
+@pytest.mark.parametrize("chunk", [None, 5])  # one chunk, and many uneven ones
+def test_head_on_labels_gives_the_plain_loss_and_gradients(arch, chunk):
+    model = lora(tiny_model(arch, 97, seed=1))
+    batch = Collator(0)(rows(97, [23, 9, 17]))  # padded rows: pads unlabelled
+    n_items = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    plain = model(**batch, num_items_in_batch=n_items).loss
+    plain.backward()
+    want = grads(model)
+    model.zero_grad()
+    head = HeadOnLabels(model, chunk=chunk)
+    assert HeadOnLabels.why_not(model) is None
+    labels = batch.pop("labels")
+    with head.skipped():
+        out = model(**batch)
+    assert out.logits.shape[-1] == 32  # hidden states: no vocabulary-wide logits were made
+    loss = head(out, labels, n_items)
+    loss.backward()
+    assert float(loss) == pytest.approx(float(plain), rel=1e-6)
+    got = grads(model)
+    assert want.keys() == got.keys() and len(got) == 2 * 2 * 2  # 2 layers x q,v x A,B
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+    assert type(head.head).forward is torch.nn.Linear.forward and "forward" not in vars(head.head)
+
+
+def test_head_weight_gradient_for_a_trainable_head():
+    torch.manual_seed(0)
+    h = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 7))
+    labels[0, :3] = IGNORE_INDEX
+    ref = torch.nn.functional.cross_entropy((h @ w.T)[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum") / 4
+    ref.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    ours = linear_cross_entropy(h, w, labels, num_items_in_batch=4, chunk=3)
+    ours.backward()
+    assert float(ours) == pytest.approx(float(ref), rel=1e-12)
+    torch.testing.assert_close(h.grad, gh, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(w.grad, gw, rtol=1e-10, atol=1e-12)
+
+
+def test_head_on_labels_refuses_heads_it_cannot_replace():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    gemma = Gemma2ForCausalLM(Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    assert "may transform its logits" in HeadOnLabels.why_not(gemma)  # final logit soft-capping
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_examples_see_only_themselves(arch, attention):
+    model = tiny_model(arch, 97, seed=2)
+    model.config._attn_implementation = attention
+    examples = rows(97, [11, 6, 15], seed=3)
+    packed = PackingCollator(0, attention)(examples)
+    assert packed["input_ids"].shape == (1, 32) and "attention_mask" in packed
+    with torch.no_grad():
+        logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], position_ids=packed["position_ids"]).logits[0]
+        start = 0
+        for e in examples:
+            alone = model(input_ids=torch.tensor([e["input_ids"]])).logits[0]
+            torch.testing.assert_close(logits[start : start + len(alone)], alone, rtol=1e-5, atol=1e-5)
+            start += len(alone)
+    # the loss of the packed row is the token-weighted loss of the rows one by one
+    n = sum(sum(x != IGNORE_INDEX for x in e["labels"][1:]) for e in examples)
+    with torch.no_grad():
+        packed_loss = model(**packed, num_items_in_batch=n).loss
+        each = sum(model(**Collator(0)([e]), num_items_in_batch=n).loss for e in examples)
+    assert float(packed_loss) == pytest.approx(float(each), rel=1e-5)
+
+
+def test_the_trap_position_ids_alone_leak_across_examples():
+    """Why the mask is explicit: transformers 5.24 with sdpa and its default cache lets the second
+    packed example attend to the first when only position ids mark the boundary."""
+    model = tiny_model("qwen2", 97, seed=2)
+    examples = rows(97, [11, 6], seed=3)
+    packed = PackingCollator(0, "sdpa")(examples)
+    with torch.no_grad():
+        leaky = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0, 11:]
+        alone = model(input_ids=torch.tensor([examples[1]["input_ids"]])).logits[0]
+    assert float((leaky - alone).abs().max()) > 1e-3
+
+
+def run_tiny(tmp_path, tiny_dir, name, *sets):
+    from thinktune import config
+    from thinktune.train import run_training
+
+    cfg = config.load(None, [
+        f"model.name={tiny_dir}", f"data.path={ROOT / 'examples' / 'data' / 'medical_o1_en_sample.json'}", "data.limit=14",
+        "data.max_length=80", "data.overflow=truncate", "data.val_min_rows=2", "data.val_fraction=0.01", "train.batch_size=3",
+        "train.grad_accum=2", "train.epochs=1", "train.logging_steps=1", "train.eval_steps=1", "train.lr=1e-2", "lora.dropout=0",
+        f"train.output_dir={tmp_path / name}", *sets,
+    ])
+    summary = run_training(cfg)[0]
+    from safetensors.torch import load_file
+
+    return summary, load_file(tmp_path / name / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, r1_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2-speed")
+    tiny_model("qwen2", 151936, seed=0).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(r1_tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def test_levers_through_the_trainer_give_the_same_adapter(tmp_path, tiny_dir):
+    base, plain = run_tiny(tmp_path, tiny_dir, "plain", "train.head_on_labels=false", "train.packing=false")
+    for sets in (["train.head_on_labels=true"], ["train.head_on_labels=false", "train.packing=true"], ["train.packing=true"]):
+        s, adapter = run_tiny(tmp_path, tiny_dir, "_".join(x.split("=")[0][6:] + x[-4:] for x in sets), *sets)
+        assert s["tokens_trained"] == base["tokens_trained"] and s["optimizer_steps"] == base["optimizer_steps"] == 2
+        assert s["eval_loss_end"] == pytest.approx(base["eval_loss_end"], rel=1e-6), sets
+        # packing sums attention in another order; AdamW's 1/sqrt(v) turns that rounding into
+        # ~1e-5 of a weight after two steps at lr 1e-2 (a step moves a weight by up to 1e-2)
+        tol = 5e-5 if "train.packing=true" in sets else 1e-6
+        assert max(float((adapter[k] - plain[k]).abs().max()) for k in plain) < tol, sets
+    assert max(float(t.abs().max()) for k, t in plain.items() if "lora_B" in k) > 1e-3  # it did train
