@@ -113,3 +113,15 @@ def smoke_run(tmp_path_factory):
     ])
     summary, model, tokenizer, data = run_training(cfg)
     return cfg, out, summary, model, data
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory, r1_tokenizer_dir):
+    """A tiny random Qwen2 saved as a model folder with the real R1 tokenizer, for runs that load a
+    model by path (the CLI, subprocesses) as users do."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_model("qwen2", 151936, seed=0).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(r1_tokenizer_dir).save_pretrained(folder)
+    return folder

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_model
+from conftest import ROOT
 
 SAMPLE = ROOT / "examples" / "data" / "medical_o1_en_sample.json"
 SETTINGS = [
@@ -26,13 +26,8 @@ SETTINGS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, r1_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    tiny_model("qwen2", 151936, seed=0).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(r1_tokenizer_dir).save_pretrained(folder)
-    return folder
+def tiny_dir(tiny_qwen2_dir):
+    return tiny_qwen2_dir
 
 
 def command(tiny_dir, out, *extra, accum=2):

@@ -148,13 +148,8 @@ def run_tiny(tmp_path, tiny_dir, name, *sets):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, r1_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2-speed")
-    tiny_model("qwen2", 151936, seed=0).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(r1_tokenizer_dir).save_pretrained(folder)
-    return folder
+def tiny_dir(tiny_qwen2_dir):
+    return tiny_qwen2_dir
 
 
 def test_levers_through_the_trainer_give_the_same_adapter(tmp_path, tiny_dir):
