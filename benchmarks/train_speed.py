@@ -39,9 +39,11 @@ RECIPES = {
     "tutorial_cover": "tutorial recipe, pad to cover the longest row",
     "trl": "TRL SFTTrainer defaults (prompt/completion)",
     "thinktune": "thinktune defaults",
-    "tt_grouping_only": "thinktune, length grouping only (head_on_labels off)",
+    "tt_batched": "thinktune, whole batches of 2 (rows_per_pass=2, causal mask only)",
+    "tt_grouping_only": "thinktune, head_on_labels off",
     "tt_packing": "thinktune + packing (block-diagonal mask)",
     "tt_bf16": "thinktune + bf16 autocast",
+    "bare": "the model alone: rows one by one, head on labels, AdamW, no Trainer (a ceiling)",
 }
 # The tutorial's prompt (the popular R1 medical fine-tuning script, in spirit): plain text, the
 # end written as the string "<|endoftext|>" (not SmolLM2's end token), labels = every input id.
@@ -143,6 +145,38 @@ def run_thinktune(train, sets: list[str], out: str) -> dict:
                 train_loss=summary["train_loss"], model=model, max_length=data.report.max_length)
 
 
+def run_bare(train, out: str) -> dict:
+    """The least a LoRA epoch can cost with this model here: each row alone (no pad, causal
+    kernel), the head on labelled positions only, an AdamW step every 8 rows; no Trainer, no
+    logging, no data loader. What no recipe built on this model's forward can beat."""
+    import torch
+    from peft import get_peft_model
+
+    from thinktune.config import DataConfig
+    from thinktune.data import Collator, prepare
+    from thinktune.speed import HeadOnLabels, linear_cross_entropy
+
+    torch.manual_seed(42)
+    model, tok = demo_model()
+    model = get_peft_model(model, lora_config()).train()
+    examples = prepare(DataConfig(path=str(DATA), limit=None, val_fraction=0.0, val_min_rows=0), tok, 42, rows=train).train
+    head, collate = HeadOnLabels(model), Collator(tok.pad_token_id)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
+    tokens, start = 0, time.perf_counter()
+    for group in range(0, len(examples), 8):
+        rows = [collate([e]) for e in examples[group : group + 8]]
+        n_items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in rows)
+        for b in rows:
+            with head.skipped():
+                hidden = model(input_ids=b["input_ids"]).logits
+            linear_cross_entropy(hidden, head.head.weight, b["labels"], n_items).backward()
+            tokens += b["input_ids"].numel()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    wall = time.perf_counter() - start
+    return dict(wall=wall, tokens=tokens, positions=tokens, train_loss=None, model=model, max_length=max(len(e["input_ids"]) for e in examples))
+
+
 def heldout(model, rows) -> float:
     from thinktune.config import DataConfig
     from thinktune.data import Collator, prepare
@@ -151,7 +185,9 @@ def heldout(model, rows) -> float:
 
     tok = load_tokenizer(resolve("smollm2-demo"))
     data = prepare(DataConfig(path=str(DATA), limit=None, val_fraction=0.0, val_min_rows=0), tok, 0, rows=rows)
-    return heldout_loss(model, data.train, Collator(tok.pad_token_id), 2)["loss"]
+    # one row at a time: the per-token loss does not depend on it, and no recipe's peak RSS is set
+    # by this measurement's vocabulary-wide logits instead of by its training
+    return heldout_loss(model, data.train, Collator(tok.pad_token_id), 1)["loss"]
 
 
 def matrix_params(model) -> int:
@@ -169,8 +205,11 @@ def child(name: str) -> None:
             r = run_tutorial(train, 512 if name == "tutorial_512" else None, out)
         elif name == "trl":
             r = run_trl(train, out)
+        elif name == "bare":
+            r = run_bare(train, out)
         else:
-            sets = {"thinktune": [], "tt_grouping_only": ["train.head_on_labels=false"], "tt_packing": ["train.packing=true"],
+            sets = {"thinktune": [], "tt_batched": ["train.rows_per_pass=2"], "tt_grouping_only": ["train.head_on_labels=false"],
+                    "tt_packing": ["train.packing=true"],
                     "tt_bf16": ["model.precision=bf16"]}[name]
             r = run_thinktune(train, sets, out)
         model = r.pop("model")
@@ -223,6 +262,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="Runs of each recipe (median and min-max are reported).")
     p.add_argument("--only", default=",".join(RECIPES), help="Comma-separated recipes to run: " + ", ".join(RECIPES))
+    p.add_argument("--once", default="", help="Comma-separated recipes run only once, after the first repeat of the others.")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="Folder for the JSON and Markdown results.")
     p.add_argument("--force-bf16", action="store_true", help="Run the bf16 row even on a CPU that only emulates bf16.")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -233,8 +273,9 @@ def main() -> int:
     if not DATA.exists():
         print(f"benchmark data {DATA} is missing (../shared/data beside the project)", file=sys.stderr)
         return 2
-    names = [n for n in args.only.split(",") if n]
-    unknown = [n for n in names if n not in RECIPES]
+    once = [n for n in args.once.split(",") if n]
+    names = [n for n in args.only.split(",") if n and n not in once]
+    unknown = [n for n in names + once if n not in RECIPES]
     if unknown:
         print(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}", file=sys.stderr)
         return 2
@@ -242,32 +283,38 @@ def main() -> int:
     print(f"Matrix rate on this machine: fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s", flush=True)
     from thinktune.model import cpu_has_native_bf16
 
-    if "tt_bf16" in names and not cpu_has_native_bf16() and not args.force_bf16:
-        names.remove("tt_bf16")
+    if "tt_bf16" in names + once and not cpu_has_native_bf16() and not args.force_bf16:
+        names, once = [n for n in names if n != "tt_bf16"], [n for n in once if n != "tt_bf16"]
         print(f"Skipping tt_bf16: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
               f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs it anyway).", flush=True)
-    results = {n: [] for n in names}
-    total = len(names) * args.repeats
-    for k in range(args.repeats):
-        for name in names:
-            print(f"[{len(sum(results.values(), [])) + 1}/{total}] {name} (repeat {k + 1}) ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                print(proc.stdout[-2000:] + proc.stderr[-4000:], file=sys.stderr)
-                return 1
-            r = json.loads(line[7:])
-            results[name].append(r)
-            print(f"    {r['tokens'] / r['wall']:.1f} useful tok/s, {r['wall']:.1f} s, {r['peak_rss_gb']:.2f} GB, held-out {r['heldout_loss']:.4f}", flush=True)
-    md = table(results, rates)
-    print("\n" + md)
+    results = {n: [] for n in names + once}
+    total = len(names) * args.repeats + len(once)
+    plan = [(k, n) for k in range(args.repeats) for n in names + (once if k == 0 else [])]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"train_speed-{stamp}.json").write_text(json.dumps({"rates_gflops": rates, "repeats": args.repeats, "results": results}, indent=2))
-    (out / f"train_speed-{stamp}.md").write_text(f"fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s; {args.repeats} repeat(s)\n\n{md}\n")
+    for k, name in plan:
+        print(f"[{len(sum(results.values(), [])) + 1}/{total}] {name} (repeat {k + 1}) ...", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            print(proc.stdout[-2000:] + proc.stderr[-4000:], file=sys.stderr)
+            return 1
+        r = json.loads(line[7:])
+        results[name].append(r)
+        print(f"    {r['tokens'] / r['wall']:.1f} useful tok/s, {r['wall']:.1f} s, {r['peak_rss_gb']:.2f} GB, held-out {r['heldout_loss']:.4f}", flush=True)
+        write_results(out, stamp, rates, results, done=len(sum(results.values(), [])), total=total)  # a stopped run keeps its rows
+    print("\n" + table(results, rates))
     print(f"\nWritten to {out}/train_speed-{stamp}.json and .md")
     return 0
+
+
+def write_results(out: Path, stamp: str, rates: dict, results: dict, done: int, total: int) -> None:
+    from thinktune.atomic import write_text
+
+    head = f"fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s; {done} of {total} runs\n\n"
+    write_text(out / f"train_speed-{stamp}.json", json.dumps({"rates_gflops": rates, "runs_done": done, "runs_planned": total, "results": results}, indent=2))
+    write_text(out / f"train_speed-{stamp}.md", head + table(results, rates) + "\n")
 
 
 if __name__ == "__main__":

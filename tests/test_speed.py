@@ -119,6 +119,29 @@ def test_packed_examples_see_only_themselves(arch, attention):
     assert float(packed_loss) == pytest.approx(float(each), rel=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_right_padded_rows_need_no_padding_mask(arch, attention):
+    """causal_mask_suffices: a right-padded batch without its mask gives every real position
+    the logits it has with the mask, and the logits of its row run alone."""
+    model = tiny_model(arch, 97, seed=4)
+    model.config._attn_implementation = attention
+    assert speed.causal_mask_suffices(model)
+    examples = rows(97, [13, 5, 9], seed=5)
+    batch = Collator(0)(examples)
+    assert int(batch["attention_mask"].sum()) == 27 and batch["input_ids"].shape == (3, 13)
+    with torch.no_grad():
+        masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        causal = model(input_ids=batch["input_ids"]).logits
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            alone = model(input_ids=torch.tensor([e["input_ids"]])).logits[0]
+            torch.testing.assert_close(causal[i, :n], masked[i, :n], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(causal[i, :n], alone, rtol=1e-5, atol=1e-5)
+    model.config._attn_implementation = "flash_attention_2"  # it unpads with the mask: keep it
+    assert not speed.causal_mask_suffices(model)
+
+
 def test_the_trap_position_ids_alone_leak_across_examples():
     """Why the mask is explicit: transformers 5.24 with sdpa and its default cache lets the second
     packed example attend to the first when only position ids mark the boundary."""
@@ -154,12 +177,18 @@ def tiny_dir(tiny_qwen2_dir):
 
 def test_levers_through_the_trainer_give_the_same_adapter(tmp_path, tiny_dir):
     base, plain = run_tiny(tmp_path, tiny_dir, "plain", "train.head_on_labels=false", "train.packing=false")
-    for sets in (["train.head_on_labels=true"], ["train.head_on_labels=false", "train.packing=true"], ["train.packing=true"]):
+    # plain: on CPU each of a batch's 3 rows is run on its own (rows_per_pass null -> 1)
+    assert base["rows_per_pass"] == 1 and base["effective_batch"] == 6
+    levers = (["train.head_on_labels=true"], ["train.head_on_labels=false", "train.packing=true"], ["train.packing=true"],
+              ["train.rows_per_pass=3"], ["train.rows_per_pass=3", "train.head_on_labels=false"])
+    for sets in levers:
         s, adapter = run_tiny(tmp_path, tiny_dir, "_".join(x.split("=")[0][6:] + x[-4:] for x in sets), *sets)
         assert s["tokens_trained"] == base["tokens_trained"] and s["optimizer_steps"] == base["optimizer_steps"] == 2
         assert s["eval_loss_end"] == pytest.approx(base["eval_loss_end"], rel=1e-6), sets
-        # packing sums attention in another order; AdamW's 1/sqrt(v) turns that rounding into
-        # ~1e-5 of a weight after two steps at lr 1e-2 (a step moves a weight by up to 1e-2)
-        tol = 5e-5 if "train.packing=true" in sets else 1e-6
+        # every lever sums in another order (6 accumulated passes, chunks, packed or padded rows);
+        # AdamW's g/sqrt(v) turns that fp32 rounding into up to ~1e-5 of a weight after two steps
+        # at lr 1e-2 (seen: 6e-6 for head_on_labels), where a step moves a weight by up to 1e-2
+        # and a wrong loss scale or a leaking mask moves it by > 1e-3
+        tol = 5e-5
         assert max(float((adapter[k] - plain[k]).abs().max()) for k in plain) < tol, sets
     assert max(float(t.abs().max()) for k, t in plain.items() if "lora_B" in k) > 1e-3  # it did train

@@ -81,6 +81,20 @@ def linear_cross_entropy(hidden, weight, labels, num_items_in_batch=None, chunk:
     return total / denom
 
 
+def causal_mask_suffices(model) -> bool:
+    """True when a right-padded batch may run without its padding mask, on the causal mask alone.
+
+    With pads only after a row's last token, causal attention never lets a real token see a pad,
+    and position ids counted from 0 are already right: every labelled position gets the same
+    logits (tests/test_speed.py). Without a padding mask, sdpa takes its causal kernel, which
+    skips the masked half of the scores (measured here: ~12% faster for padded pairs of rows).
+    Only for model types whose forward uses the mask for attention alone (PLAIN_HEADS), and not
+    for flash-attention 2, which uses the mask to drop the pads from the work altogether.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config.model_type in PLAIN_HEADS and base.config._attn_implementation in ("sdpa", "eager")
+
+
 class HeadOnLabels:
     """Trainer `compute_loss_func` plus the switch that makes the forward skip the head."""
 

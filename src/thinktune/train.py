@@ -29,7 +29,7 @@ from .data import Collator, PackingCollator, prepare
 from .errors import UserError
 from .model import add_lora, load_model, quantization_config, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
 from .plots import loss_curve
-from .speed import HeadOnLabels
+from .speed import HeadOnLabels, causal_mask_suffices
 from .trainer import HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
 
 RUN_MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")
@@ -195,7 +195,7 @@ def _plan_says_tight(cfg, model, device: str, max_length: int, say) -> bool:
     where = "cuda" if device == "cuda" else "cpu"
     try:
         dims = dims_from_dict(model.config.to_dict(), cfg.model.name)
-        e = estimate(dims, "qlora" if cfg.model.load_in_4bit else "lora", max_length, cfg.train.batch_size, lora_r=cfg.lora.r,
+        e = estimate(dims, "qlora" if cfg.model.load_in_4bit else "lora", max_length, rows_per_pass(cfg, device), lora_r=cfg.lora.r,
                      lora_targets=tuple(cfg.lora.target_modules), lora_dropout=cfg.lora.dropout, checkpointing=False,
                      device=where, head_on_labels=cfg.train.head_on_labels)
     except (UserError, KeyError) as err:  # an architecture the planner does not know
@@ -230,12 +230,25 @@ def _check_space(cfg, tokenizer, work: Path, trainable: int, train_rows: int, pr
     checkpoints.check_free_space(work, need, f"{kept} checkpoint(s) of ~{one / 2**20:,.1f} MiB and the final adapter")
 
 
+def rows_per_pass(cfg, device: str) -> int:
+    """Rows in one forward/backward. On CPU one row at a time is as fast as a padded pair
+    (measured in benchmarks/train_speed.py) and keeps half the activations; a GPU needs the
+    parallel work of a whole batch."""
+    if cfg.train.rows_per_pass is not None:
+        return cfg.train.rows_per_pass
+    return 1 if device == "cpu" else cfg.train.batch_size
+
+
 def training_arguments(cfg, device: str, precision: str, work: Path) -> TrainingArguments:
     t = cfg.train
+    per_pass = rows_per_pass(cfg, device)
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        # A batch of batch_size rows is run as batch_size/per_pass accumulated passes: the Trainer
+        # normalises the loss by the labelled tokens of the whole update, so the update is the
+        # same, and the length-grouped sampler (megabatch = per_pass x accumulation) the same order.
+        per_device_train_batch_size=per_pass,
+        gradient_accumulation_steps=t.grad_accum * (t.batch_size // per_pass),
         num_train_epochs=t.epochs,
         learning_rate=t.lr,
         lr_scheduler_type=t.lr_scheduler,
@@ -271,13 +284,15 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
     head, liger = _head_choice(cfg, model, device, state, say)
     log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, records=records)
     start_step = checkpoints.step_of(Path(resume_from)) if resume_from else -1
-    heldout = HeldoutEval(data.val, collator, t.eval_steps, t.batch_size, log, say=say, last_step=start_step)
+    per_pass = rows_per_pass(cfg, device)
+    heldout = HeldoutEval(data.val, collator, t.eval_steps, per_pass, log, say=say, last_step=start_step)
     args = training_arguments(cfg, device, precision, work)
     args.use_liger_kernel = liger
     trainer = ThinktuneTrainer(
         model=model,
         args=args,
         head=head,
+        causal_only=not t.packing and causal_mask_suffices(model),
         train_dataset=data.train,
         data_collator=train_collator,
         processing_class=tokenizer,
@@ -287,7 +302,9 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         lengths=[len(e["input_ids"]) for e in data.train],
     )
     effective = state.num_processes * t.batch_size * t.grad_accum
-    say(f"Effective batch: {state.num_processes} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation = {effective} rows per update.", flush=True)
+    how = f" (each row run on its own: train.rows_per_pass={per_pass})" if per_pass == 1 < t.batch_size else (
+        f" (run {per_pass} rows at a time: train.rows_per_pass={per_pass})" if per_pass < t.batch_size else "")
+    say(f"Effective batch: {state.num_processes} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation = {effective} rows per update{how}.", flush=True)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -301,6 +318,7 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         "precision": precision,
         "processes": state.num_processes,
         "effective_batch": effective,
+        "rows_per_pass": per_pass,
         "resumed_from_step": start_step if resume_from else None,
         "rows_read": data.report.rows_read,
         "rows_used": data.report.train_rows + data.report.val_rows,

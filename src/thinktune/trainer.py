@@ -123,9 +123,9 @@ class ThinktuneTrainer(Trainer):
     """Trainer that reports useful tokens/s (the rows' own tokens, pads excluded), seals every
     checkpoint it saves and keeps only the newest `keep` sealed ones."""
 
-    def __init__(self, *a, keep: int | None = None, tokens_seen: int = 0, lengths=None, head=None, **kw):
+    def __init__(self, *a, keep: int | None = None, tokens_seen: int = 0, lengths=None, head=None, causal_only=False, **kw):
         super().__init__(*a, compute_loss_func=head, **kw)
-        self.keep, self.lengths, self.head = keep, lengths, head
+        self.keep, self.lengths, self.head, self.causal_only = keep, lengths, head, causal_only
         self.tokens_seen, self.positions_seen = tokens_seen, 0
         self.bad_loss: tuple[int, float] | None = None
         self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
@@ -137,6 +137,10 @@ class ThinktuneTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        if self.causal_only and mask is not None and mask.dim() == 2:
+            # the Collator right-pads: the causal mask alone gives the same logits, faster (speed.py)
+            inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         with self.head.skipped() if self.head is not None else contextlib.nullcontext():
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if os.environ.get(FAULT_NAN_STEP) == str(self.state.global_step + 1):
