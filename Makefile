@@ -22,7 +22,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The training speed benchmark (issue 4): ~40 min per repeat on 2 CPU cores; see benchmarks/README.md.
+# The training speed benchmark (issue 4): ~55 min per repeat of every recipe on 2 CPU cores; see benchmarks/README.md.
 bench: setup
 	$(PIP) -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/train_speed.py $(BENCH_ARGS)
