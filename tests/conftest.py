@@ -17,6 +17,34 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CACHE = Path(os.environ.get("THINKTUNE_CACHE", Path.home() / ".cache" / "thinktune"))
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def machine_line() -> str:
+    """Which kind of machine ran the suite (issue 11): CPU, its bf16 capability, and what
+    model.precision=auto picks here. Tests that need the other decision force it themselves."""
+    from thinktune.model import CPU_BF16_SWITCH, cpu_bf16_flags, pick_precision
+
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = "unknown"
+    flags = cpu_bf16_flags()
+    forced = f"; {CPU_BF16_SWITCH}={os.environ[CPU_BF16_SWITCH]}" if os.environ.get(CPU_BF16_SWITCH) else ""
+    return (f"CPU: {name}, {os.cpu_count()} cores; native bf16: {'yes (' + ', '.join(flags) + ')' if flags else 'no (bf16 is emulated)'}"
+            f"{forced}; model.precision=auto picks {pick_precision('auto', 'cpu')} on cpu")
+
+
+def pytest_sessionstart(session):
+    """Say which machine runs the suite (shown under -q too); under CI the real data must be
+    there: a skipped core test is a test that did not run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(machine_line())
+    if IN_CI and not SHARED.is_dir():
+        pytest.exit(f"CI=true but {SHARED} is missing: the tests on real medical data would skip; put ../shared beside the checkout.", returncode=1)
+
+
 R1_BOS, R1_EOS, R1_USER, R1_ASSISTANT, R1_THINK, R1_THINK_END = 151646, 151643, 151644, 151645, 151648, 151649
 
 
@@ -81,10 +109,18 @@ def tiny_model(arch: str, vocab_size: int, seed: int = 0):
     return model.eval()
 
 
+def missing(path: Path) -> None:
+    """A file of ../shared/data is absent: a failure under CI, a skip on a user's clone."""
+    why = f"{path} is absent: the real medical data lives in ../shared/data beside the project"
+    if IN_CI:
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
 def load_shared(name: str) -> list[dict]:
     path = SHARED / "train" / name
     if not path.exists():
-        pytest.skip(f"{path} is absent: the real medical CoT data lives in ../shared/data beside the project")
+        missing(path)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -98,15 +134,35 @@ def shared_zh() -> list[dict]:
     return load_shared("medical_o1_sft_zh.json")
 
 
+SAMPLE = ROOT / "examples" / "data" / "medical_o1_en_sample.json"
+
+
+def short_cot(rows: list[dict]) -> list[dict]:
+    """Real rows with the reasoning cut to its first sentence: short enough that a run cut to
+    80-192 tokens still trains on part of each answer (a run where every row loses its answer is
+    refused, issue 11)."""
+    return [{**r, "Complex_CoT": r["Complex_CoT"].split(". ")[0] + "."} for r in rows]
+
+
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """A 2-step LoRA run of the real demo model (SmolLM2-135M) on 4 rows cut to 192 tokens."""
+def short_sample(tmp_path_factory) -> Path:
+    """The bundled sample with short reasoning (short_cot), as a file for runs and the CLI."""
+    path = tmp_path_factory.mktemp("data") / "short_cot_sample.json"
+    path.write_text(json.dumps(short_cot(json.loads(SAMPLE.read_text(encoding="utf-8"))), ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, short_sample):
+    """A 2-step LoRA run of the real demo model (SmolLM2-135M) on 4 rows cut to 192 tokens
+    (short reasoning, part of each answer trained), in fp32
+    on every machine: its tests pin exact equalities (reload, compare = the run's own loss)."""
     from thinktune import config
     from thinktune.train import run_training
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     cfg = config.load(None, [
-        "model.name=smollm2-demo", f"data.path={ROOT / 'examples' / 'data' / 'medical_o1_en_sample.json'}", "data.limit=6", "data.val_fraction=0.01",
+        "model.name=smollm2-demo", "model.precision=fp32", f"data.path={short_sample}", "data.limit=6", "data.val_fraction=0.01",
         "data.val_min_rows=2", "data.max_length=192", "data.overflow=truncate", "train.epochs=1",
         "train.batch_size=2", "train.grad_accum=1", "train.logging_steps=1", "train.eval_steps=1",
         f"train.output_dir={out}", "lora.target_modules=q_proj,v_proj",
@@ -125,3 +181,21 @@ def tiny_qwen2_dir(tmp_path_factory, r1_tokenizer_dir):
     tiny_model("qwen2", 151936, seed=0).save_pretrained(folder)
     AutoTokenizer.from_pretrained(r1_tokenizer_dir).save_pretrained(folder)
     return folder
+
+
+def run_tiny(tmp_path, tiny_dir, data, name, *sets):
+    """A 2-step run of a tiny model on 14 rows of `data` cut to 80 tokens, in fp32 unless `sets`
+    say otherwise; returns its summary and adapter tensors."""
+    from safetensors.torch import load_file
+
+    from thinktune import config
+    from thinktune.train import run_training
+
+    cfg = config.load(None, [
+        f"model.name={tiny_dir}", "model.precision=fp32", f"data.path={data}", "data.limit=14",
+        "data.max_length=80", "data.overflow=truncate", "data.val_min_rows=2", "data.val_fraction=0.01", "train.batch_size=3",
+        "train.grad_accum=2", "train.epochs=1", "train.logging_steps=1", "train.eval_steps=1", "train.lr=1e-2", "lora.dropout=0",
+        f"train.output_dir={tmp_path / name}", *sets,
+    ])
+    summary = run_training(cfg)[0]
+    return summary, load_file(tmp_path / name / "adapter_model.safetensors")

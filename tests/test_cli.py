@@ -1,6 +1,7 @@
 """The command line: exit codes, one-paragraph errors, no traceback, nothing half-written."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,29 @@ def test_train_help_explains_every_knob():
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for name, f, _ in config.knobs():
         assert name in text, name
+        # every name is followed by a gap before its sentence (train.gradient_checkpointingRecompute, issue 11)
+        assert re.search(rf"^  {re.escape(name)}  +\S", text, re.M), name
     assert "--set" in text and "--overwrite" in text
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`thinktune plan | head`: the reader has gone; no BrokenPipeError traceback (issue 11)."""
+    p = subprocess.Popen([sys.executable, "-m", "thinktune", "plan", "--model", "r1-7b"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before it writes a byte
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err == ""
+
+
+def test_a_run_where_every_answer_is_cut_off_is_refused(tmp_path, r1_tokenizer_dir):
+    """Issue 11: 6 rows cut to 256 tokens all lose their answer: exit 2, one paragraph, nothing written."""
+    out = tmp_path / "run"
+    p = run_cli("train", "--model", str(r1_tokenizer_dir), "--data", str(SAMPLE), "--out", str(out), "--set", "data.limit=6",
+                "--set", "data.max_length_cap=256", "--set", "data.overflow=truncate")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    err = p.stderr.strip()
+    assert err.startswith(f"thinktune: error: Data file {SAMPLE}: every one of the ") and "loses its whole answer when cut to max_length 256" in err
+    assert err.count("\n") == 0 and "Warning: 3 of 3 training rows lose their whole answer" in p.stdout
+    assert list(tmp_path.iterdir()) == []  # no run folder, no partial folder
 
 
 def test_unknown_command_is_an_argparse_error():

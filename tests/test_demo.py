@@ -16,9 +16,9 @@ def test_think_shape():
     assert think_shape("A") == {"opens_think": False, "closes_think": False}
 
 
-def test_demo_flow(tmp_path, capsys):
+def test_demo_flow(tmp_path, capsys, short_sample):
     cfg = config.load(ROOT / "examples" / "demo.yaml", [
-        "data.max_length=160", "data.overflow=truncate", "data.limit=6", "data.val_min_rows=2",
+        f"data.path={short_sample}", "data.max_length=160", "data.overflow=truncate", "data.limit=6", "data.val_min_rows=2",
         "train.epochs=1", f"train.output_dir={tmp_path / 'demo'}", "train.eval_steps=0",
     ])
     result = run_demo(cfg, n_questions=2, max_new_tokens=6)

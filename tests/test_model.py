@@ -23,6 +23,22 @@ def test_device_order_and_clear_errors():
         pick_precision("fp16", "cpu")
 
 
+def test_the_cpu_bf16_switch_forces_both_decisions_of_auto(monkeypatch):
+    """Issue 11: whatever this CPU has, THINKTUNE_CPU_BF16 makes auto decide as on the other kind."""
+    from thinktune.model import CPU_BF16_SWITCH, cpu_bf16_flags
+
+    for value, native in (("native", True), ("emulated", False), ("1", True), ("no", False), ("Native ", True)):
+        monkeypatch.setenv(CPU_BF16_SWITCH, value)
+        assert cpu_has_native_bf16() is native
+        assert pick_precision("auto", "cpu") == ("bf16" if native else "fp32")
+        assert pick_precision("fp32", "cpu") == "fp32"  # an explicit choice is never overridden
+    monkeypatch.setenv(CPU_BF16_SWITCH, "maybe")
+    with pytest.raises(UserError, match="THINKTUNE_CPU_BF16='maybe': use 'native'"):
+        pick_precision("auto", "cpu")
+    monkeypatch.delenv(CPU_BF16_SWITCH)
+    assert cpu_has_native_bf16() is bool(cpu_bf16_flags())  # unset: the CPU's own flags decide
+
+
 def test_auto_precision_on_gpus(monkeypatch):
     """Ampere+ gets bf16; a T4/V100 (bf16 only emulated) gets fp16."""
     for native, want in ((True, "bf16"), (False, "fp16")):

@@ -17,22 +17,24 @@ from safetensors.torch import load_file
 
 from conftest import ROOT
 
-SAMPLE = ROOT / "examples" / "data" / "medical_o1_en_sample.json"
+# fp32 on every machine: the equalities below are properties of the maths, not of bf16 rounding.
 SETTINGS = [
-    "data.limit=20", "data.max_length=96", "data.overflow=truncate", "data.val_min_rows=4", "data.val_fraction=0.01",
+    "model.precision=fp32", "data.limit=20", "data.max_length=96", "data.overflow=truncate", "data.val_min_rows=4", "data.val_fraction=0.01",
     "train.batch_size=2", "train.epochs=3", "train.logging_steps=1", "train.eval_steps=3", "train.save_steps=3",
     "train.save_total_limit=2", "train.lr=1e-2", "lora.dropout=0",
 ]
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tiny_qwen2_dir):
-    return tiny_qwen2_dir
+def tiny(tiny_qwen2_dir, short_sample):
+    """The tiny model folder and the short-reasoning sample it trains on."""
+    return tiny_qwen2_dir, short_sample
 
 
-def command(tiny_dir, out, *extra, accum=2):
+def command(tiny, out, *extra, accum=2):
     sets = [x for s in SETTINGS + [f"train.grad_accum={accum}"] for x in ("--set", s)]
-    return [sys.executable, "-m", "thinktune", "train", "--model", str(tiny_dir), "--data", str(SAMPLE), "--out", str(out), *sets, *extra]
+    model, data = tiny
+    return [sys.executable, "-m", "thinktune", "train", "--model", str(model), "--data", str(data), "--out", str(out), *sets, *extra]
 
 
 def run(cmd, **env):
@@ -52,10 +54,10 @@ def max_diff(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def straight(tiny_dir, tmp_path_factory):
+def straight(tiny, tmp_path_factory):
     """The uninterrupted reference run: 16 rows, batch 2 x accumulation 2, 3 epochs = 12 steps."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    p = run(command(tiny_dir, out))
+    p = run(command(tiny, out))
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 12
     # the adapter really moved, so "equal" below is a real check
@@ -63,10 +65,10 @@ def straight(tiny_dir, tmp_path_factory):
     return out
 
 
-def test_two_processes_equal_one_with_twice_the_accumulation(tiny_dir, tmp_path):
+def test_two_processes_equal_one_with_twice_the_accumulation(tiny, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    p1 = run(command(tiny_dir, one, accum=4))
-    p2 = run(command(tiny_dir, two, "--num-processes", "2", accum=2))
+    p1 = run(command(tiny, one, accum=4))
+    p2 = run(command(tiny, two, "--num-processes", "2", accum=2))
     assert p1.returncode == 0 and p2.returncode == 0, (p1.stderr[-2000:], p2.stderr[-2000:])
     assert "2 process(es) x 2 rows x 2 accumulation = 8 rows per update" in p2.stdout
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
@@ -79,7 +81,10 @@ def test_two_processes_equal_one_with_twice_the_accumulation(tiny_dir, tmp_path)
         for k in ("loss", "grad_norm", "eval_loss", "lr"):
             if k in a:
                 assert b[k] == pytest.approx(a[k], rel=1e-5), (k, a, b)
-    assert max_diff(one, two) < 1e-5
+    # two processes sum each step's gradient in another order; over 6 AdamW steps at lr 1e-2 its
+    # g/sqrt(v) turns that fp32 rounding into up to ~2e-5 of a weight (seen on the short-reasoning
+    # rows), where a lost or doubled share of the batch moves weights by > 1e-3
+    assert max_diff(one, two) < 5e-5
     assert not (two.parent / ".two.partial").exists()
 
 
@@ -102,15 +107,15 @@ def kill_after(cmd, out: Path, n_sealed: int, delay: float) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_dir, straight, tmp_path):
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny, straight, tmp_path):
     out = tmp_path / "killed"
     # a random moment after checkpoint-6, in the second epoch: the resumed order must be epoch 2's
     delay = random.Random(os.getpid()).uniform(0.0, 1.0)
-    kill_after(command(tiny_dir, out), out, 2, delay)
+    kill_after(command(tiny, out), out, 2, delay)
     assert not out.exists()  # nothing half-written where the finished run goes
-    again = run(command(tiny_dir, out))
+    again = run(command(tiny, out))
     assert again.returncode == 2 and "--resume" in again.stderr  # never silently starts over
-    p = run(command(tiny_dir, out, "--resume"))
+    p = run(command(tiny, out, "--resume"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Resuming from" in p.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -120,35 +125,35 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_dir, straight, tm
     assert not (tmp_path / ".killed.partial").exists()
 
 
-def test_broken_checkpoint_is_skipped_with_a_warning(tiny_dir, straight, tmp_path):
+def test_broken_checkpoint_is_skipped_with_a_warning(tiny, straight, tmp_path):
     out = tmp_path / "broken"
-    kill_after(command(tiny_dir, out), out, 2, 0.0)
+    kill_after(command(tiny, out), out, 2, 0.0)
     newest = sealed(out)[-1].parent
     adapter = newest / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # truncated on purpose
-    p = run(command(tiny_dir, out, "--resume"))
+    p = run(command(tiny, out, "--resume"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"Warning: skipping {newest.name}: adapter_model.safetensors has" in p.stdout and "(truncated)" in p.stdout
     assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == int(newest.name.split("-")[1]) - 3
     assert max_diff(straight, out) <= 1e-6
 
 
-def test_injected_nan_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tiny_dir, straight, tmp_path):
+def test_injected_nan_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tiny, straight, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "nan"
-    p = run(command(tiny_dir, out), THINKTUNE_FAULT_NAN_STEP="5")
+    p = run(command(tiny, out), THINKTUNE_FAULT_NAN_STEP="5")
     assert p.returncode == 3
     assert "Training stopped at optimizer step 5: the loss became nan" in p.stderr
     good = tmp_path / ".nan.partial" / "checkpoints" / "checkpoint-3"
     assert f"The last good checkpoint is {good}" in p.stderr and "Traceback" not in p.stderr
     assert not out.exists() and sorted(x.name for x in good.parent.iterdir()) == ["checkpoint-3"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), good)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny[0]), good)
     lora = [t for n, t in model.named_parameters() if "lora_" in n]
     assert lora and all(torch.isfinite(t).all() for t in lora)
     # without the fault, --resume finishes the same run as if nothing had happened
-    p = run(command(tiny_dir, out, "--resume"))
+    p = run(command(tiny, out, "--resume"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert max_diff(straight, out) <= 1e-6
 

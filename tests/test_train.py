@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import run_tiny
 from thinktune import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +23,8 @@ def test_run_folder_is_complete(run):
     cfg, out, summary, _, data = run
     names = {p.name for p in out.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "config.yaml", "metrics.jsonl", "loss_curve.png", "summary.json", "tokenizer.json"} <= names
-    # the Trainer also checkpoints the last step; it is sealed like any other (issue 6)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2"]
-    assert (out / "checkpoints" / "checkpoint-2" / "thinktune_checkpoint.json").is_file()
+    # checkpoints exist to resume an unfinished run: gone from the finished folder (issue 11)
+    assert "checkpoints" not in names and "README.md" in names
     assert "training_args.bin" not in names
     assert not list(out.parent.glob(".smoke.*"))
     assert config.load(out / "config.yaml") == cfg
@@ -36,9 +36,11 @@ def test_summary_counts_agree_with_the_data(run):
     _, _, s, _, data = run
     assert s["optimizer_steps"] == 2
     assert s["data"]["train_rows"] == 4 and s["data"]["val_rows"] == 2
-    assert (s["rows_read"], s["rows_used"], s["rows_dropped"], s["rows_truncated"]) == (150, 6, 0, 6)
-    assert s["data"]["truncated"] == 6  # every row of the sample is longer than 192 tokens
-    assert s["tokens_trained"] == sum(len(e["input_ids"]) for e in data.train) == 4 * 192
+    over = [f for f in data.report.rows if f.fate in ("train", "val") and f.tokens > 192]
+    assert (s["rows_read"], s["rows_used"], s["rows_dropped"], s["rows_truncated"]) == (150, 6, 0, len(over))
+    assert s["data"]["truncated"] == len(over) > 0 and s["data"]["train_answer_lost"] == 0  # cut, answers kept
+    assert s["tokens_trained"] == sum(len(e["input_ids"]) for e in data.train)
+    assert max(len(e["input_ids"]) for e in data.train + data.val) == 192
     # SmolLM2-135M: 30 layers, hidden 576, q 576->576, v 576->192 (3 KV heads of 64); A is r x in, B is out x r
     assert s["trainable_parameters"] == 30 * 16 * ((576 + 576) + (576 + 192))
     assert math.isfinite(s["train_loss"]) and s["peak_memory_gb"] > 0 and s["device"] == "cpu"
@@ -77,3 +79,58 @@ def test_saved_adapter_reloads_to_the_same_logits(run):
         got = reloaded(input_ids=x).logits
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(base_logits, want, atol=1e-4)  # training changed something
+
+
+def test_the_run_folder_explains_itself(run):
+    """Issue 11: README.md is a real card (no PEFT blanks), and its loading code loads this adapter."""
+    cfg, out, s, model, data = run
+    card = (out / "README.md").read_text()
+    assert "[More Information Needed]" not in card and "library_name: peft" in card
+    assert "# LoRA adapter for smollm2-demo" in card and "base_model:" not in card  # an alias, not a hub id
+    assert f"{s['rows_read']} rows read, {s['rows_used']} used: 4 trained on, 2 held out" in card
+    assert f"Held-out loss per token: {s['eval_loss_start']:.4f} before training, {s['eval_loss_end']:.4f} after." in card
+    assert "| LoRA | r=16, alpha=32, dropout=0.05, on q_proj, v_proj |" in card and f"| precision / device | {s['precision']} / cpu |" in card
+    assert f"thinktune chat --adapter {out}" in card
+    from thinktune.model import load_tokenizer, resolve
+
+    code = card.split("```python\n")[1].split("```")[0]
+    scope: dict = {}
+    exec(code, scope)  # the card's own snippet: transformers + PEFT, no thinktune
+    x = torch.tensor([data.val[0]["input_ids"][:48]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(scope["model"].eval()(input_ids=x).logits, model(input_ids=x).logits, atol=1e-4, rtol=1e-4)
+    assert scope["tokenizer"].get_vocab() == load_tokenizer(resolve("smollm2-demo")).get_vocab()
+
+
+def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_loss(tmp_path, tiny_qwen2_dir, short_sample, monkeypatch):
+    """Issue 11: on any machine, auto's two decisions are run (THINKTUNE_CPU_BF16): bf16 autocast
+    and fp32 give the same held-out loss within bf16's rounding, not bit for bit; compare's
+    held-out loss, measured in the run's own precision, is the run's own eval loss in both."""
+    from thinktune.evaluate.run import load_for_eval, rows_loss, run_heldout_rows, run_precision
+    from thinktune.model import CPU_BF16_SWITCH
+
+    runs = {}
+    for value in ("native", "emulated"):
+        monkeypatch.setenv(CPU_BF16_SWITCH, value)
+        runs[value] = run_tiny(tmp_path, tiny_qwen2_dir, short_sample, value, "model.precision=auto", "train.keep_checkpoints=true")[0]
+    bf16, fp32 = runs["native"], runs["emulated"]
+    assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
+    for key in ("eval_loss_start", "eval_loss_end", "train_loss"):
+        assert bf16[key] == pytest.approx(fp32[key], rel=1e-2) and bf16[key] != fp32[key], key
+    assert bf16["optimizer_steps"] == fp32["optimizer_steps"] == 2
+    # a kept checkpoint (train.keep_checkpoints=true) stays, sealed
+    assert (tmp_path / "native" / "checkpoints" / "checkpoint-2" / "thinktune_checkpoint.json").is_file()
+    # the data warning (5 of 12 trained rows lose their answer at 80 tokens) is in summary.json and the card
+    assert [w for w in bf16["warnings"] if "of 12 training rows lose their whole answer" in w]
+    assert bf16["warnings"][0] in (tmp_path / "native" / "README.md").read_text()
+    for value, s in runs.items():
+        run_dir = str(tmp_path / value)
+        model, tok = load_for_eval(str(tiny_qwen2_dir), run_dir)
+        rows = run_heldout_rows(run_dir, tok)
+        assert run_precision(run_dir) == s["precision"] and len(rows) == 2
+        with model.disable_adapter():
+            assert rows_loss(model, tok, rows, s["precision"])["loss"] == pytest.approx(s["eval_loss_start"], abs=1e-5)
+        assert rows_loss(model, tok, rows, s["precision"])["loss"] == pytest.approx(s["eval_loss_end"], abs=1e-5)
+    # and the precision matters: measured in fp32, the bf16 run's loss is not its own
+    assert abs(rows_loss(model, tok, rows, "fp32")["loss"] - rows_loss(model, tok, rows, "bf16")["loss"]) > 1e-5

@@ -22,10 +22,12 @@ DEMO_MODEL = "smollm2-demo"
 
 def _knob_help() -> str:
     lines = ["settings (use --set section.key=value; defaults are the reference recipe):"]
-    for name, f, _ in config_mod.knobs():
+    knobs = list(config_mod.knobs())
+    width = max(len(name) for name, _, _ in knobs) + 2  # the longest name still gets a gap (issue 11)
+    for name, f, _ in knobs:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         body = f"{f.metadata['help']} [default: {default!r}]"
-        lines.append(textwrap.fill(body, 100, initial_indent=f"  {name:28s}", subsequent_indent=" " * 30))
+        lines.append(textwrap.fill(body, 100, initial_indent=f"  {name:{width}s}", subsequent_indent=" " * (width + 2)))
     return "\n".join(lines)
 
 
@@ -326,12 +328,18 @@ def _chat(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if not sys.stderr.isatty():
+        # Off a terminal (CI logs, pipes, files) a progress bar's redraws pile up on one line;
+        # the hub's switch also silences transformers' "Loading weights" bar (issue 11).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     handler = {"train": cmd_train, "plan": cmd_plan, "demo": cmd_demo, "data": cmd_data_check, "eval": cmd_eval, "compare": cmd_compare, "generate": cmd_generate, "merge": cmd_merge, "export": cmd_export, "chat": _chat}[args.command]
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for all
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
     except UserError as e:
         from .trainer import TrainingDiverged
 
@@ -339,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         if main_process:
             print(f"{chr(10) if diverged else ''}thinktune: error: {e}", file=sys.stderr)  # diverged: after a progress bar
         return 3 if diverged else 2
+    except BrokenPipeError:
+        # `thinktune plan | head`: the reader left; stop quietly as a shell tool does (issue 11).
+        # stdout is pointed at /dev/null so Python's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a tool killed by a closed pipe
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
             raise

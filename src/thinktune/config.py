@@ -44,7 +44,8 @@ class ModelConfig:
         "auto",
         "Number format for training: 'auto' is bf16 on GPUs that support it, else fp16 (with fp32 "
         "adapter weights), and on CPU bf16 autocast only where the CPU has native bf16 (AMX or "
-        "AVX512-BF16), else fp32; bf16/fp16 halve memory and speed up at a tiny cost in accuracy.",
+        "AVX512-BF16, or THINKTUNE_CPU_BF16=native), else fp32; bf16/fp16 halve memory and speed "
+        "up at a tiny cost in accuracy.",
         ("auto", "bf16", "fp16", "fp32"),
     )
     attn_implementation: str = knob(
@@ -181,6 +182,12 @@ class TrainConfig:
     )
     save_total_limit: Optional[int] = knob(
         2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all."
+    )
+    keep_checkpoints: bool = knob(
+        False,
+        "Leave the checkpoints (adapter plus optimizer state, about three times the adapter's size) "
+        "in the finished run folder; by default they are deleted once the run is complete, as they "
+        "only serve to resume an unfinished run.",
     )
     gradient_checkpointing: Optional[bool] = knob(
         None,

@@ -57,14 +57,32 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+# Forces what model.precision=auto believes about this CPU (issue 11): the machines that build
+# and test thinktune differ in CPU features from one day to the next, so the suite runs both
+# decisions on every machine. Also for users whose /proc/cpuinfo hides the flags (containers, VMs).
+CPU_BF16_SWITCH = "THINKTUNE_CPU_BF16"
+_SWITCH_VALUES = {"native": True, "1": True, "yes": True, "emulated": False, "0": False, "no": False}
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The native bf16 features /proc/cpuinfo lists (AVX512-BF16, AMX), empty without them."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU multiplies bf16 matrices in hardware. Without them, bf16
-    autocast on CPU is emulated and slower than fp32 (measured on this project's AVX2 machines)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    autocast on CPU is emulated and slower than fp32 (measured on this project's AVX2 machines).
+    THINKTUNE_CPU_BF16=native|emulated overrides what the CPU says."""
+    forced = os.environ.get(CPU_BF16_SWITCH, "").strip().lower()
+    if forced:
+        if forced not in _SWITCH_VALUES:
+            raise UserError(f"{CPU_BF16_SWITCH}={forced!r}: use 'native' (act as if the CPU had native bf16) or 'emulated' (as if it had not), or unset it.")
+        return _SWITCH_VALUES[forced]
+    return bool(cpu_bf16_flags())
 
 
 def pick_precision(requested: str, device: str) -> str:
@@ -175,6 +193,21 @@ def _gguf_cache(source: Source) -> Path:
         tok.save_pretrained(tmp)
         os.replace(tmp, folder)
     return folder
+
+
+def align_special_tokens(model, tokenizer) -> None:
+    """The model's eos/bos/pad ids follow the tokenizer's, exactly as the Trainer does at the start
+    of training, but without the Trainer's log line (a raw dict of ids amid the progress lines,
+    issue 11): the Trainer then finds nothing left to change."""
+    from transformers.trainer_utils import align_special_tokens as align
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        align(model, tokenizer)
+    finally:
+        logging.set_verbosity(level)
 
 
 def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):

@@ -25,16 +25,18 @@ from transformers import TrainingArguments, set_seed
 from . import checkpoints
 from . import config as config_mod
 from .atomic import replace_dir, write_json, write_jsonl, write_text
+from .card import model_card
 from .data import Collator, PackingCollator, prepare
+from .data.pipeline import refuse_answerless
 from .errors import UserError
-from .model import add_lora, load_model, quantization_config, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
+from .model import add_lora, align_special_tokens, load_model, quantization_config, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
 from .plots import loss_curve
 from .speed import HeadOnLabels, causal_mask_suffices
-from .trainer import HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
+from .trainer import ConsoleProgress, HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
 
 RUN_MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")
 # Settings that may differ between a run and its --resume without changing what is trained.
-RESUME_FREE = {"train.overwrite", "train.logging_steps", "train.eval_steps", "train.save_steps", "train.save_total_limit"}
+RESUME_FREE = {"train.overwrite", "train.logging_steps", "train.eval_steps", "train.save_steps", "train.save_total_limit", "train.keep_checkpoints"}
 
 
 def partial_dir(out: Path) -> Path:
@@ -158,18 +160,22 @@ def run_training(cfg, rows: list[dict] | None = None, resume: bool = False):
 def _run(cfg, rows, device, precision, state, work: Path, out: Path, resume_from, records):
     say = print if state.is_main_process else (lambda *a, **k: None)
     say(f"Device: {device} ({precision}); {state.num_processes} process(es).", flush=True)
+    warnings = []
     if device == "cpu" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         # accelerate 1.15 takes its FSDP path only for GPU process groups (MULTI_GPU and kin).
-        say("Warning: FSDP was asked for, but accelerate only shards on GPUs; on CPU this run is plain data parallel (DDP).", flush=True)
+        warnings.append("FSDP was asked for, but accelerate only shards on GPUs; on CPU this run is plain data parallel (DDP).")
+        say(f"Warning: {warnings[-1]}", flush=True)
     with state.main_process_first():  # a GGUF is converted once, by the main process
         source = resolve(cfg.model.name)
         tokenizer = load_tokenizer(source)
     data = prepare(cfg.data, tokenizer, cfg.train.seed, rows=rows)
     if state.is_main_process:
         print_data_report(data.report)
+    refuse_answerless(data.report)
 
     set_seed(cfg.train.seed)
     model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation, cfg.model.load_in_4bit)
+    align_special_tokens(model, tokenizer)
     checkpointing = cfg.train.gradient_checkpointing
     if checkpointing is None:
         checkpointing = _plan_says_tight(cfg, model, device, data.report.max_length, say)
@@ -178,7 +184,8 @@ def _run(cfg, rows, device, precision, state, work: Path, out: Path, resume_from
     say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).", flush=True)
     _on_main(state, lambda: _check_space(cfg, tokenizer, work, trainable, len(data.train), state.num_processes))
     summary, trainer = _fit(cfg, model, tokenizer, data, device, precision, work, state, resume_from, records)
-    summary.update(trainable_parameters=trainable, total_parameters=total, gradient_checkpointing=checkpointing)
+    summary.update(trainable_parameters=trainable, total_parameters=total, gradient_checkpointing=checkpointing,
+                   warnings=data.report.warnings + warnings)
     trainer.save_model(str(work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
     if state.is_main_process:
         (work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
@@ -285,7 +292,9 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
     log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, records=records)
     start_step = checkpoints.step_of(Path(resume_from)) if resume_from else -1
     per_pass = rows_per_pass(cfg, device)
-    heldout = HeldoutEval(data.val, collator, t.eval_steps, per_pass, log, say=say, last_step=start_step)
+    title = f"{cfg.model.name} + LoRA r={cfg.lora.r}"
+    plot = (lambda records: loss_curve(records, work / "loss_curve.png", title=title)) if state.is_main_process else None
+    heldout = HeldoutEval(data.val, collator, t.eval_steps, per_pass, log, plot=plot, last_step=start_step)
     args = training_arguments(cfg, device, precision, work)
     args.use_liger_kernel = liger
     trainer = ThinktuneTrainer(
@@ -296,7 +305,7 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         train_dataset=data.train,
         data_collator=train_collator,
         processing_class=tokenizer,
-        callbacks=[log, heldout],
+        callbacks=[log, heldout, ConsoleProgress(log, enabled=state.is_main_process)],
         keep=t.save_total_limit,
         tokens_seen=checkpoints.read_seal(Path(resume_from))["tokens_seen"] if resume_from else 0,
         lengths=[len(e["input_ids"]) for e in data.train],
@@ -366,9 +375,10 @@ def _write_outputs(cfg, tokenizer, summary: dict, work: Path) -> None:
     write_jsonl(work / "metrics.jsonl", records)  # rewritten whole: no line cut short survives
     loss_curve(records, work / "loss_curve.png", title=f"{cfg.model.name} + LoRA r={cfg.lora.r}")
     write_json(work / "summary.json", summary)
+    write_text(work / "README.md", model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card
     ckpt = work / "checkpoints"
-    if ckpt.is_dir() and not any(ckpt.iterdir()):
-        ckpt.rmdir()
+    if ckpt.is_dir() and (not cfg.train.keep_checkpoints or not any(ckpt.iterdir())):
+        shutil.rmtree(ckpt)  # they exist to resume an unfinished run (issue 11)
 
 
 def print_data_report(r) -> None:
@@ -379,6 +389,9 @@ def print_data_report(r) -> None:
         f"{r.train_rows} train / {r.val_rows} held-out rows; {r.trained_tokens:,} labelled tokens per epoch.",
         flush=True,
     )
+    if r.duplicate_groups:
+        print(f"Duplicates: {r.duplicate_groups} question(s) asked by more than one row ({r.duplicate_rows} rows); "
+              "each such group is kept whole on one side of the train / held-out split.", flush=True)
     for w in r.warnings:
         print(f"Warning: {w}", flush=True)
 
@@ -391,6 +404,6 @@ def print_summary(s: dict, out: Path) -> None:
         f"\nDone in {s['wall_seconds']:.0f} s: {s['optimizer_steps']} steps, {s['tokens_trained']:,} tokens "
         f"({s['tokens_per_second']:.0f} tokens/s), peak memory {s['peak_memory_gb']:.2f} GB on {s['device']}.{ev}\n"
         f"Run folder {out}: adapter_model.safetensors, adapter_config.json, tokenizer, config.yaml, "
-        "metrics.jsonl, loss_curve.png, summary.json.",
+        "metrics.jsonl, loss_curve.png, summary.json, README.md (what was trained and how to load it).",
         flush=True,
     )

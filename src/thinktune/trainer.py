@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import checkpoints
@@ -65,10 +66,11 @@ def read_metrics(path: Path, up_to_step: int) -> list[dict]:
 
 class HeldoutEval(TrainerCallback):
     """Held-out loss before training, every eval_steps, and at the end (per-token mean). Every
-    process computes it (an FSDP model needs all of them for a forward); only the main one logs."""
+    process computes it (an FSDP model needs all of them for a forward); only the main one logs.
+    `plot(records)` redraws the loss curve after each measurement, so a long run can be watched."""
 
-    def __init__(self, val: list[dict], collator, every: int, batch_size: int, log: MetricsLog, say=print, last_step: int = -1):
-        self.val, self.collator, self.every, self.batch_size, self.log, self.say = val, collator, every, batch_size, log, say
+    def __init__(self, val: list[dict], collator, every: int, batch_size: int, log: MetricsLog, plot=None, last_step: int = -1):
+        self.val, self.collator, self.every, self.batch_size, self.log, self.plot = val, collator, every, batch_size, log, plot
         self.last_step = last_step
 
     def measure(self, model, state) -> None:
@@ -77,7 +79,8 @@ class HeldoutEval(TrainerCallback):
         self.last_step = state.global_step
         result = heldout_loss(model, self.val, self.collator, self.batch_size)
         self.log.write({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": result["loss"]})
-        self.say(f"  step {state.global_step}: held-out loss {result['loss']:.4f}", flush=True)
+        if self.plot is not None:
+            self.plot(self.log.records)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self.measure(model, state)
@@ -88,6 +91,91 @@ class HeldoutEval(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.measure(model, state)
+
+
+def _duration(seconds: float) -> str:
+    """
+    >>> _duration(42.4), _duration(252), _duration(7380)
+    ('42s', '4m12s', '2h03m')
+    """
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress_line(rec: dict, max_steps: int, eta: float | None) -> str:
+    """One console line for a step's records (training and/or held-out loss).
+
+    >>> progress_line({"step": 4, "epoch": 0.2857, "loss": 2.33201, "eval_loss": 2.36978, "lr": 0.00095, "tokens_per_second": 125.4}, 42, 252)
+    'step 4/42  epoch 0.29  loss 2.3320  held-out 2.3698  lr 9.50e-04  125 tok/s  ETA 4m12s'
+    >>> progress_line({"step": 0, "epoch": 0.0, "eval_loss": 2.36978}, 42, None)
+    'step 0/42  held-out 2.3698 (before training)'
+    """
+    parts = [f"step {rec['step']}/{max_steps}"]
+    if "loss" in rec:
+        parts += [f"epoch {rec['epoch']:.2f}", f"loss {rec['loss']:.4f}"]
+    if "eval_loss" in rec:
+        parts.append(f"held-out {rec['eval_loss']:.4f}" + (" (before training)" if rec["step"] == 0 else ""))
+    if "lr" in rec:
+        parts.append(f"lr {rec['lr']:.2e}")
+    if "tokens_per_second" in rec:
+        parts.append(f"{rec['tokens_per_second']:.0f} tok/s")
+    if eta is not None:
+        parts.append(f"ETA {_duration(eta)}")
+    return "  ".join(parts)
+
+
+class ConsoleProgress(TrainerCallback):
+    """One progress bar and one plain line per logged step, held-out loss on the line of its step.
+    Replaces the Trainer's own progress printer, which printed raw dicts (numbers in quotes) into
+    the bar and let other lines glue onto it (issue 11). Lines go through tqdm.write, which
+    clears the bar first. Reads what MetricsLog recorded, so the console and metrics.jsonl agree."""
+
+    def __init__(self, log: MetricsLog, enabled: bool = True):
+        self.log, self.enabled = log, enabled
+        self.bar, self.shown, self.start = None, len(log.records), None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.enabled:
+            # disable=None: no bar when the output is not a terminal (CI logs, pipes): the lines remain
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True, disable=None, leave=False)
+        self.flush(state, up_to=state.global_step)
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.start is None:
+            self.start = (state.global_step, time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+        self.flush(state, up_to=state.global_step - 1)  # this step's held-out loss waits for its log line
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        self.flush(state, up_to=state.global_step)
+
+    def on_train_end(self, args, state, control, **kw):
+        self.flush(state, up_to=state.global_step)
+        if self.bar is not None:
+            self.bar.close()
+
+    def flush(self, state, up_to: int) -> None:
+        """Print the new records of every step up to `up_to`, one line per step."""
+        new = self.log.records[self.shown:]
+        ready = [r for r in new if r["step"] <= up_to]
+        if not ready:
+            return
+        self.shown += len(ready)
+        merged: dict[int, dict] = {}
+        for r in ready:
+            merged.setdefault(r["step"], {}).update(r)
+        for step, rec in sorted(merged.items()):
+            if self.enabled:
+                tqdm.write(progress_line(rec, state.max_steps, self.eta(state, step)))
+
+    def eta(self, state, step: int) -> float | None:
+        if self.start is None or step <= self.start[0] or step >= state.max_steps:
+            return None
+        per_step = (time.perf_counter() - self.start[1]) / (step - self.start[0])
+        return per_step * (state.max_steps - step)
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -130,6 +218,9 @@ class ThinktuneTrainer(Trainer):
         self.bad_loss: tuple[int, float] | None = None
         self._mark = None  # (tokens, time) at the last log; set at the first step, not at start-up
         self.add_callback(NonFiniteGuard(self))
+        # our console: one bar, one line per logged step (ConsoleProgress), instead of raw dicts
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy == "group_by_length" and self.lengths is not None:

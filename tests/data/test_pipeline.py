@@ -1,8 +1,19 @@
 """Length planning (no silent truncation), the held-out split, and every row's fate."""
 
+import doctest
+
+import pytest
+
 from thinktune.config import DataConfig
+from thinktune.data import pipeline
 from thinktune.data.encode import IGNORE_INDEX
-from thinktune.data.pipeline import prepare
+from thinktune.data.pipeline import prepare, refuse_answerless
+from thinktune.errors import DataError
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(pipeline)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def _full_lengths(tok, rows):
@@ -62,3 +73,46 @@ def test_limit_sample_and_split(r1_tokenizer, shared_en):
     assert len(rows_q) == 40 and rows_q != set(range(1, 41))
     again = prepare(DataConfig(path="en", limit=40, sample="random"), r1_tokenizer, rows=shared_en)
     assert [e["row"] for e in again.val] == [e["row"] for e in q.val]
+
+
+def test_rows_that_ask_the_same_question_stay_on_one_side(r1_tokenizer, shared_en):
+    """Issue 11: six rows asking one question (spelt with other case and spacing) never split
+    between train and held-out, whatever the seed; without duplicates the split is unchanged."""
+    q = shared_en[0]["Question"]
+    same = [{**shared_en[i], "Question": v} for i, v in enumerate([q, q.upper(), "  " + q, q.replace(" ", "  "), q + "\n", q.lower()])]
+    rows = same + shared_en[10:24]
+    cfg = DataConfig(path="dups", limit=None, val_fraction=0.5, val_min_rows=2, max_length_cap=100000)
+    sides = set()
+    for seed in range(12):
+        p = prepare(cfg, r1_tokenizer, seed=seed, rows=rows)
+        fates = {f.row: f.fate for f in p.report.rows}
+        assert len({fates[r] for r in range(1, 7)}) == 1, seed  # all six on one side
+        assert (p.report.duplicate_groups, p.report.duplicate_rows) == (1, 6)
+        sides.add(fates[1])
+        assert 1 <= p.report.val_rows <= 10  # half of 20 rows at most, whole groups only
+    assert sides == {"train", "val"}  # the group is held out under some seeds, trained under others
+    plain = prepare(cfg, r1_tokenizer, seed=3, rows=shared_en[10:30])
+    assert plain.report.duplicate_groups == 0 and [e["row"] for e in plain.val] == [e["row"] for e in prepare(cfg, r1_tokenizer, seed=3, rows=shared_en[10:30]).val]
+
+
+def test_rows_that_lose_their_answer_warn_and_all_lost_is_refused(r1_tokenizer, shared_en):
+    """Issue 11: truncation that removes every trained answer is an error (exit 2 via DataError);
+    more than a quarter lost is a warning, recorded in the report (and so in summary.json)."""
+    full = _full_lengths(r1_tokenizer, shared_en[:12])
+    starts = sorted(e["answer_start"] for e in full.values())
+    cut = DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.0, val_min_rows=0, max_length=starts[0])
+    p = prepare(cut, r1_tokenizer, rows=shared_en[:12])
+    assert p.report.train_answer_lost == p.report.train_rows == 12
+    assert any("12 of 12 training rows lose their whole answer" in w for w in p.report.warnings)
+    with pytest.raises(DataError, match=r"x: every one of the 12 training rows loses its whole answer when cut to max_length"):
+        refuse_answerless(p.report)
+    # cut between answers: the rows whose answer starts at or after the cut lose it, the rest keep some
+    m = starts[5] + 1
+    some = prepare(DataConfig(**{**cut.__dict__, "max_length": m}), r1_tokenizer, rows=shared_en[:12])
+    lost = sum(e["answer_start"] >= m for e in full.values())
+    assert some.report.train_answer_lost == lost == 6
+    assert [w for w in some.report.warnings if "lose their whole answer" in w] == [
+        f"6 of 12 training rows lose their whole answer to max_length {m} (data.overflow=truncate): they teach the model to think and never answer; raise data.max_length or use data.overflow=drop."]
+    refuse_answerless(some.report)  # some answers remain: a warning, not an error
+    few = prepare(DataConfig(**{**cut.__dict__, "max_length": starts[9] + 1}), r1_tokenizer, rows=shared_en[:12])
+    assert few.report.train_answer_lost == 2 and not any("lose their whole answer" in w for w in few.report.warnings)  # 2 of 12: under a quarter

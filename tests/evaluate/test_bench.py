@@ -4,7 +4,7 @@ import json
 import random
 
 import pytest
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, missing
 
 from thinktune.errors import DataError, UserError
 from thinktune.evaluate.bench import (
@@ -28,7 +28,7 @@ CMB_FILE = "cmb_single_choice_905.jsonl"
 @pytest.fixture(scope="module")
 def eval_dir():
     if not EVAL.is_dir():
-        pytest.skip(f"{EVAL} is absent: the real benchmark files live in ../shared/data/eval beside the project")
+        missing(EVAL)
     return EVAL
 
 

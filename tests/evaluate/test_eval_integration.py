@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
+from conftest import SHARED, missing
 
 from thinktune.cli import main
 from thinktune.evaluate.stats import mcnemar_exact, wilson_interval
@@ -24,7 +24,7 @@ def cot_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_eval(tmp_path_factory):
     if not (SHARED / "eval" / "medqa_usmle_test.json").exists():
-        pytest.skip("../shared/data/eval is absent")
+        missing(SHARED / "eval" / "medqa_usmle_test.json")
     out = tmp_path_factory.mktemp("eval")
     assert main(["eval", "--model", "smollm2-demo", "--out", str(out), *GEN]) == 0
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
@@ -86,6 +86,9 @@ def test_compare_against_a_two_step_adapter(smoke_run, base_eval, tmp_path):
     assert "McNemar" in html and "held-out loss" in html
     md = (out / "report.md").read_text()
     assert "| accuracy [95% interval] |" in md and len(s["side_by_side"]) == 3
+    # an output with no answer reads as such, not as Python's None (issue 11)
+    nones = [x for x in s["side_by_side"] for side in ("base", "tuned") if x[side]["extracted"] is None]
+    assert "extracted: None" not in md + html and (not nones or "(extracted: no answer found)" in md)
 
 
 def test_heldout_loss_is_the_models_own_loss(r1_tokenizer, shared_en):

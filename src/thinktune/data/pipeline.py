@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import unicodedata
 from dataclasses import asdict, dataclass, field
 
 from ..errors import DataError
@@ -39,6 +40,9 @@ class DataReport:
     dropped: int = 0
     truncated: int = 0
     answer_lost: int = 0  # of the over-length rows: how many would lose the whole answer
+    train_answer_lost: int = 0  # training rows that keep no token of their answer (overflow=truncate)
+    duplicate_groups: int = 0  # questions asked by more than one row (each group stays on one side of the split)
+    duplicate_rows: int = 0  # rows in those groups
     train_rows: int = 0
     val_rows: int = 0
     train_tokens: int = 0  # all positions of the training rows
@@ -81,15 +85,46 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
 
     encoded = [_encode(tokenizer, s, data_cfg.train_on_prompt) for s in samples]
     kept = _fit(encoded, data_cfg, report, fates)
-    train, val = _split(kept, data_cfg.val_fraction, data_cfg.val_min_rows, seed, data_cfg.path)
+    train, val = _split(kept, data_cfg.val_fraction, data_cfg.val_min_rows, seed, data_cfg.path, report)
     for name, part in (("train", train), ("val", val)):
         for ex in part:
             fates[ex["row"]].fate = name
     report.train_rows, report.val_rows = len(train), len(val)
     report.train_tokens = sum(len(e["input_ids"]) for e in train)
     report.trained_tokens = sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in train)
+    report.train_answer_lost = sum(e["answer_start"] >= len(e["input_ids"]) for e in train)
+    if train and report.train_answer_lost > len(train) / 4:
+        report.warnings.append(
+            f"{report.train_answer_lost} of {len(train)} training rows lose their whole answer to max_length "
+            f"{report.max_length} (data.overflow=truncate): they teach the model to think and never answer; "
+            "raise data.max_length or use data.overflow=drop."
+        )
     report.rows = [fates[r] for r in sorted(fates)]
     return Prepared(train, val, report)
+
+
+def refuse_answerless(report: DataReport) -> None:
+    """Training on rows that all lost their answer makes a model that never answers: refuse it
+    (issue 11; seen: a finished run with no warning at all)."""
+    if report.train_rows and report.train_answer_lost == report.train_rows:
+        raise DataError(
+            f"Data file {report.source}: every one of the {report.train_rows} training rows loses its whole answer "
+            f"when cut to max_length {report.max_length} (data.overflow=truncate), so the model would learn to think "
+            "and never answer. Raise data.max_length (or data.max_length_cap), or use data.overflow=drop to train only "
+            "on rows that fit; `thinktune data check` lists every row's length."
+        )
+
+
+def normalize_question(text: str) -> str:
+    """The form in which two questions count as the same: Unicode-normalised (NFKC), case-folded,
+    white space collapsed.
+
+    >>> normalize_question("  What is  the DOSE? ") == normalize_question("what is the dose?")
+    True
+    >>> normalize_question("Ｑ１") == "q1"
+    True
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _select(n: int, limit: int | None, how: str, seed: int) -> list[int]:
@@ -154,14 +189,32 @@ def _fit(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict
     return kept
 
 
-def _split(kept: list[dict], fraction: float, min_rows: int, seed: int, source: str):
+def _split(kept: list[dict], fraction: float, min_rows: int, seed: int, source: str, report: DataReport):
+    """Hold out whole groups of rows that ask the same (normalised) question, so the held-out
+    loss measures unseen questions, not memorised ones (issue 11). Without duplicates this is a
+    seeded shuffle of the rows, the first n_val held out."""
     if len(kept) < 2:
         raise DataError(f"Data file {source}: only {len(kept)} usable row(s); at least 2 are needed (one to train, one to hold out).")
     n_val = max(min_rows, round(fraction * len(kept))) if fraction > 0 else 0
     n_val = min(n_val, len(kept) // 2)
-    order = list(range(len(kept)))
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(kept):
+        groups.setdefault(normalize_question(e["question"]), []).append(i)
+    dup = [g for g in groups.values() if len(g) > 1]
+    report.duplicate_groups, report.duplicate_rows = len(dup), sum(len(g) for g in dup)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    val_idx = set(order[:n_val])
+    val_idx: set[int] = set()
+    for g in order:  # whole groups, as long as they fit in the held-out share
+        if len(val_idx) >= n_val:
+            break
+        if len(val_idx) + len(g) <= n_val:
+            val_idx.update(g)
+    if n_val and not val_idx:
+        g = min(order, key=len)
+        if len(g) > len(kept) // 2:
+            raise DataError(f"Data file {source}: {len(g)} of {len(kept)} rows ask the same question, so no row can be held out without its question also being trained; add other questions or set data.val_fraction=0.")
+        val_idx.update(g)
     train = [e for i, e in enumerate(kept) if i not in val_idx]
     val = [e for i, e in enumerate(kept) if i in val_idx]
     return train, val

@@ -8,7 +8,7 @@ from pathlib import Path
 from .generate import Decoding
 from .report import write_reports
 from ..atomic import write_json, write_jsonl
-from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows
+from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, run_precision
 from .stats import mcnemar_exact, paired_counts
 
 
@@ -21,11 +21,12 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
     # Held-out loss on --questions, else on the run's own held-out rows (rebuilt from its config).
     rows = heldout_file_rows(tokenizer, questions)[0] if questions else run_heldout_rows(adapter, tokenizer)
     source = questions or (f"held-out rows of {adapter}" if rows else None)
+    precision = run_precision(adapter)  # the run's own, so its eval_loss_start/end come out again
     with model.disable_adapter():
         base_preds, base = run_bench(model, tokenizer, bench, dec, desc="base", **kw)
-        base_loss = rows_loss(model, tokenizer, rows) if rows else None
+        base_loss = rows_loss(model, tokenizer, rows, precision) if rows else None
     tuned_preds, tuned = run_bench(model, tokenizer, bench, dec, desc="tuned", **kw)
-    tuned_loss = rows_loss(model, tokenizer, rows) if rows else None
+    tuned_loss = rows_loss(model, tokenizer, rows, precision) if rows else None
 
     paired = paired_counts([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
     summary = {
@@ -35,7 +36,7 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
         "base": base,
         "tuned": tuned,
         "paired": {**paired, "mcnemar_p": mcnemar_exact(paired["base_only"], paired["tuned_only"])},
-        "heldout_loss": {"source": source, "rows": len(rows), "base": base_loss, "tuned": tuned_loss} if rows else None,
+        "heldout_loss": {"source": source, "rows": len(rows), "precision": precision, "base": base_loss, "tuned": tuned_loss} if rows else None,
         "side_by_side": [_side(b, t) for b, t in zip(base_preds[:n_side], tuned_preds[:n_side])],
     }
     write_jsonl(out / "predictions_base.jsonl", base_preds)

@@ -104,7 +104,7 @@ def _markdown(summary: dict, images: dict) -> str:
         lines += ["", f"## Item {s['id']} (gold {s['gold']})", "", "```", s["prompt"], "```"]
         for side in ("base", "tuned"):
             g = s[side]
-            lines += [f"**{side}** (extracted: {g['extracted']})", "", "```", f"<think>{g['think']}</think>", g["answer"], "```"]
+            lines += [f"**{side}** (extracted: {_extracted(g['extracted'])})", "", "```", f"<think>{g['think']}</think>", g["answer"], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +114,7 @@ def _html(summary: dict, images: dict) -> str:
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>' for n, d in images.items())
     sides = ""
     for s in summary["side_by_side"]:
-        cols = "".join(f"<div><h3>{side} (extracted: {e(str(s[side]['extracted']))})</h3><pre class=think>{e(s[side]['think'])}</pre><pre>{e(s[side]['answer'])}</pre></div>" for side in ("base", "tuned"))
+        cols = "".join(f"<div><h3>{side} (extracted: {e(_extracted(s[side]['extracted']))})</h3><pre class=think>{e(s[side]['think'])}</pre><pre>{e(s[side]['answer'])}</pre></div>" for side in ("base", "tuned"))
         sides += f"<h2>Item {e(s['id'])} (gold {e(s['gold'])})</h2><pre>{e(s['prompt'])}</pre><div class=cols>{cols}</div>"
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}td{border-bottom:1px solid #ddd;padding:4px 8px}"
              ".w{color:#555;font-size:90%}pre{white-space:pre-wrap;background:#f6f6f6;padding:6px}.think{color:#777}"
@@ -123,3 +123,8 @@ def _html(summary: dict, images: dict) -> str:
             f"<h1>{e(summary['model'])} + {e(summary['adapter'])} on {e(summary['bench'])}</h1>"
             f"<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>what it means</th></tr>{table}</table>"
             f"<p>{e(paired_sentence(summary))}</p>{imgs}{sides}</body></html>")
+
+
+def _extracted(letter) -> str:
+    """The extracted answer as a reader should see it: a letter, or plainly none."""
+    return letter if letter else "no answer found"

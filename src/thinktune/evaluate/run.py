@@ -148,11 +148,31 @@ def run_heldout_rows(run_dir: str, tokenizer) -> list[dict] | None:
         return None
 
 
-def rows_loss(model, tokenizer, rows: list[dict]) -> dict:
+def run_precision(run_dir: str | None) -> str:
+    """The precision a thinktune run trained (and measured its held-out loss) in, from its
+    summary.json; fp32 for anything else (a plain PEFT folder, an unfinished run)."""
+    if not run_dir:
+        return "fp32"
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "fp32"
+    return summary.get("precision") or "fp32"
+
+
+def rows_loss(model, tokenizer, rows: list[dict], precision: str = "fp32") -> dict:
+    """Held-out loss of encoded rows; in bf16/fp16 under autocast, as the Trainer measured it
+    during training (accelerate wraps the model's forward in autocast), so a run's own numbers
+    come out again on any machine (issue 11)."""
+    import torch
+
     from ..data import Collator
     from .loss import heldout_loss
 
-    return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=2)
+    device = next(model.parameters()).device.type
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with torch.autocast(device_type=device, dtype=half or torch.float32, enabled=half is not None):
+        return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=2)
 
 
 def heldout_file_loss(model, tokenizer, path: str) -> dict:
