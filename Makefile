@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.thinktune-installed
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# pyflakes-level checks (pyproject's [tool.ruff]); clean on main
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
 
 # The training speed benchmark (issue 4): ~55 min per repeat of every recipe on 2 CPU cores; see benchmarks/README.md.
 bench: setup

@@ -76,9 +76,12 @@ def test_lora_targets_and_errors():
         add_lora(tiny_model("llama", 128), LoraConfig(target_modules=["wq"]))
 
 
-def test_native_bf16_is_read_from_the_cpu_flags():
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
     from pathlib import Path
 
+    from thinktune.model import CPU_BF16_SWITCH
+
+    monkeypatch.delenv(CPU_BF16_SWITCH, raising=False)  # the CPU's own word, even under a forced suite
     flags = set(Path("/proc/cpuinfo").read_text().split())
     assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 

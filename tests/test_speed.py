@@ -3,7 +3,6 @@ positions only (loss and gradients), packing with a block-diagonal mask (logits 
 example), and both through the real Trainer (same adapter)."""
 
 import doctest
-import json
 
 import pytest
 import torch

@@ -32,7 +32,7 @@ from .errors import UserError
 from .model import add_lora, align_special_tokens, load_model, quantization_config, load_tokenizer, pick_device, pick_precision, resolve, trainable_parameters, weight_dtype
 from .plots import loss_curve
 from .speed import HeadOnLabels, causal_mask_suffices
-from .trainer import ConsoleProgress, HeldoutEval, MetricsLog, ThinktuneTrainer, TrainingDiverged, read_metrics
+from .trainer import ConsoleProgress, HeldoutEval, MetricsLog, ThinktuneTrainer, read_metrics
 
 RUN_MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")
 # Settings that may differ between a run and its --resume without changing what is trained.
@@ -292,8 +292,7 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
     log = MetricsLog(work / "metrics.jsonl", enabled=state.is_main_process, records=records)
     start_step = checkpoints.step_of(Path(resume_from)) if resume_from else -1
     per_pass = rows_per_pass(cfg, device)
-    title = f"{cfg.model.name} + LoRA r={cfg.lora.r}"
-    plot = (lambda records: loss_curve(records, work / "loss_curve.png", title=title)) if state.is_main_process else None
+    plot = _curve(cfg, work) if state.is_main_process else None
     heldout = HeldoutEval(data.val, collator, t.eval_steps, per_pass, log, plot=plot, last_step=start_step)
     args = training_arguments(cfg, device, precision, work)
     args.use_liger_kernel = liger
@@ -311,8 +310,7 @@ def _fit(cfg, model, tokenizer, data, device, precision, work: Path, state, resu
         lengths=[len(e["input_ids"]) for e in data.train],
     )
     effective = state.num_processes * t.batch_size * t.grad_accum
-    how = f" (each row run on its own: train.rows_per_pass={per_pass})" if per_pass == 1 < t.batch_size else (
-        f" (run {per_pass} rows at a time: train.rows_per_pass={per_pass})" if per_pass < t.batch_size else "")
+    how = f" (run {per_pass} row(s) at a time: train.rows_per_pass={per_pass})" if per_pass < t.batch_size else ""
     say(f"Effective batch: {state.num_processes} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation = {effective} rows per update{how}.", flush=True)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -368,12 +366,17 @@ def _peak_memory(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # KiB on Linux
 
 
+def _curve(cfg, work: Path):
+    """Draws the run's loss_curve.png from metrics records: at each held-out measurement and at the end."""
+    return lambda records: loss_curve(records, work / "loss_curve.png", title=f"{cfg.model.name} + LoRA r={cfg.lora.r}")
+
+
 def _write_outputs(cfg, tokenizer, summary: dict, work: Path) -> None:
     tokenizer.save_pretrained(work)
     write_text(work / "config.yaml", config_mod.dump(cfg))
     records = read_metrics(work / "metrics.jsonl", 1 << 62)
     write_jsonl(work / "metrics.jsonl", records)  # rewritten whole: no line cut short survives
-    loss_curve(records, work / "loss_curve.png", title=f"{cfg.model.name} + LoRA r={cfg.lora.r}")
+    _curve(cfg, work)(records)
     write_json(work / "summary.json", summary)
     write_text(work / "README.md", model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card
     ckpt = work / "checkpoints"
