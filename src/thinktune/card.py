@@ -48,7 +48,7 @@ def model_card(cfg, summary: dict, run_dir: str) -> str:
                      "## Data", "",
                      f"- {summary['rows_read']} rows read, {summary['rows_used']} used: {d['train_rows']} trained on, "
                      f"{d['val_rows']} held out (never trained on) to measure the loss.{dup}",
-                     f"- Max length {d['max_length']} tokens, from {d['max_length_reason']}; {d['over_length']} rows over it: "
+                     f"- Max length {d['max_length']} tokens ({d['max_length_reason']}); {d['over_length']} rows over it: "
                      f"{summary['rows_dropped']} dropped, {summary['rows_truncated']} truncated "
                      f"({d.get('train_answer_lost', 0)} trained rows lost their whole answer).",
                      f"- {summary['labelled_tokens_per_epoch']:,} labelled tokens per epoch (reasoning, answer and end token; "

@@ -162,7 +162,7 @@ def _fit(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict
     elif longest <= cfg.max_length_cap:
         report.max_length, report.max_length_reason = longest, "the longest row"
     else:
-        report.max_length, report.max_length_reason = cfg.max_length_cap, "data.max_length_cap (longest row is longer)"
+        report.max_length, report.max_length_reason = cfg.max_length_cap, "data.max_length_cap, as the longest row is longer"
     m = report.max_length
     report.length_median = statistics.median(lengths)
     report.length_p90 = sorted(lengths)[min(len(lengths) - 1, math.ceil(0.9 * len(lengths)) - 1)]
