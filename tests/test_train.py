@@ -107,7 +107,7 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
     """Issue 11: on any machine, auto's two decisions are run (THINKTUNE_CPU_BF16): bf16 autocast
     and fp32 give the same held-out loss within bf16's rounding, not bit for bit; compare's
     held-out loss, measured in the run's own precision, is the run's own eval loss in both."""
-    from thinktune.evaluate.run import load_for_eval, rows_loss, run_heldout_rows, run_precision
+    from thinktune.evaluate.run import load_for_eval, rows_loss, run_heldout_rows, run_measure
     from thinktune.model import CPU_BF16_SWITCH
 
     runs = {}
@@ -128,9 +128,10 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
         run_dir = str(tmp_path / value)
         model, tok = load_for_eval(str(tiny_qwen2_dir), run_dir)
         rows = run_heldout_rows(run_dir, tok)
-        assert run_precision(run_dir) == s["precision"] and len(rows) == 2
+        precision, per_pass = run_measure(run_dir)
+        assert (precision, per_pass) == (s["precision"], 1) and len(rows) == 2
         with model.disable_adapter():
-            assert rows_loss(model, tok, rows, s["precision"])["loss"] == pytest.approx(s["eval_loss_start"], abs=1e-5)
-        assert rows_loss(model, tok, rows, s["precision"])["loss"] == pytest.approx(s["eval_loss_end"], abs=1e-5)
+            assert rows_loss(model, tok, rows, precision, per_pass)["loss"] == pytest.approx(s["eval_loss_start"], abs=1e-5)
+        assert rows_loss(model, tok, rows, precision, per_pass)["loss"] == pytest.approx(s["eval_loss_end"], abs=1e-5)
     # and the precision matters: measured in fp32, the bf16 run's loss is not its own
     assert abs(rows_loss(model, tok, rows, "fp32")["loss"] - rows_loss(model, tok, rows, "bf16")["loss"]) > 1e-5

@@ -8,7 +8,7 @@ from pathlib import Path
 from .generate import Decoding
 from .report import write_reports
 from ..atomic import write_json, write_jsonl
-from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, run_precision
+from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, run_measure
 from .stats import mcnemar_exact, paired_counts
 
 
@@ -21,12 +21,12 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
     # Held-out loss on --questions, else on the run's own held-out rows (rebuilt from its config).
     rows = heldout_file_rows(tokenizer, questions)[0] if questions else run_heldout_rows(adapter, tokenizer)
     source = questions or (f"held-out rows of {adapter}" if rows else None)
-    precision = run_precision(adapter)  # the run's own, so its eval_loss_start/end come out again
+    precision, per_pass = run_measure(adapter)  # the run's own, so its eval_loss_start/end come out again
     with model.disable_adapter():
         base_preds, base = run_bench(model, tokenizer, bench, dec, desc="base", **kw)
-        base_loss = rows_loss(model, tokenizer, rows, precision) if rows else None
+        base_loss = rows_loss(model, tokenizer, rows, precision, per_pass) if rows else None
     tuned_preds, tuned = run_bench(model, tokenizer, bench, dec, desc="tuned", **kw)
-    tuned_loss = rows_loss(model, tokenizer, rows, precision) if rows else None
+    tuned_loss = rows_loss(model, tokenizer, rows, precision, per_pass) if rows else None
 
     paired = paired_counts([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
     summary = {

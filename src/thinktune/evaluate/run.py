@@ -148,22 +148,20 @@ def run_heldout_rows(run_dir: str, tokenizer) -> list[dict] | None:
         return None
 
 
-def run_precision(run_dir: str | None) -> str:
-    """The precision a thinktune run trained (and measured its held-out loss) in, from its
-    summary.json; fp32 for anything else (a plain PEFT folder, an unfinished run)."""
-    if not run_dir:
-        return "fp32"
+def run_measure(run_dir: str | None) -> tuple[str, int]:
+    """How a thinktune run measured its held-out loss: its precision and its rows per pass, from
+    its summary.json, so the same batches in the same precision give its own numbers again on any
+    machine (issue 11). fp32, 2 rows for anything else (a plain PEFT folder, an unfinished run)."""
     try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")) if run_dir else {}
     except (OSError, ValueError):
-        return "fp32"
-    return summary.get("precision") or "fp32"
+        summary = {}
+    return summary.get("precision") or "fp32", summary.get("rows_per_pass") or 2
 
 
-def rows_loss(model, tokenizer, rows: list[dict], precision: str = "fp32") -> dict:
+def rows_loss(model, tokenizer, rows: list[dict], precision: str = "fp32", batch_size: int = 2) -> dict:
     """Held-out loss of encoded rows; in bf16/fp16 under autocast, as the Trainer measured it
-    during training (accelerate wraps the model's forward in autocast), so a run's own numbers
-    come out again on any machine (issue 11)."""
+    during training (accelerate wraps the model's forward in autocast)."""
     import torch
 
     from ..data import Collator
@@ -172,7 +170,7 @@ def rows_loss(model, tokenizer, rows: list[dict], precision: str = "fp32") -> di
     device = next(model.parameters()).device.type
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     with torch.autocast(device_type=device, dtype=half or torch.float32, enabled=half is not None):
-        return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=2)
+        return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=batch_size)
 
 
 def heldout_file_loss(model, tokenizer, path: str) -> dict:
