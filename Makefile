@@ -22,9 +22,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# pyflakes-level checks (pyproject's [tool.ruff]); clean on main
+# ruff's lint and format check, then mypy over the package (pyproject's [tool.ruff], [tool.mypy]); clean on main
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(PY) -m mypy
 
 # The training speed benchmark (issue 4): ~55 min per repeat of every recipe on 2 CPU cores; see benchmarks/README.md.
 bench: setup

@@ -91,8 +91,18 @@ def lora_config():
 
 
 def common_args(out: str) -> dict:
-    return dict(output_dir=out, per_device_train_batch_size=2, gradient_accumulation_steps=4, learning_rate=3e-4,
-                num_train_epochs=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=42)
+    return dict(
+        output_dir=out,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        learning_rate=3e-4,
+        num_train_epochs=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=42,
+    )
 
 
 def run_tutorial(train, length: int | None, out: str) -> dict:
@@ -109,7 +119,14 @@ def run_tutorial(train, length: int | None, out: str) -> dict:
     trainer = Trainer(model=get_peft_model(model, lora_config()), args=TrainingArguments(**common_args(out)), train_dataset=ds, data_collator=collate)
     start = time.perf_counter()
     result = trainer.train()
-    return dict(wall=time.perf_counter() - start, tokens=collate.tokens, positions=collate.positions, train_loss=result.training_loss, model=trainer.model, max_length=length)
+    return dict(
+        wall=time.perf_counter() - start,
+        tokens=collate.tokens,
+        positions=collate.positions,
+        train_loss=result.training_loss,
+        model=trainer.model,
+        max_length=length,
+    )
 
 
 def run_trl(train, out: str) -> dict:
@@ -117,11 +134,15 @@ def run_trl(train, out: str) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     model, tok = demo_model()
-    ds = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": r["Question"]}],
-         "completion": [{"role": "assistant", "content": f"<think>\n{r['Complex_CoT']}\n</think>\n\n{r['Response']}"}]}
-        for r in train
-    ])
+    ds = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["Question"]}],
+                "completion": [{"role": "assistant", "content": f"<think>\n{r['Complex_CoT']}\n</think>\n\n{r['Response']}"}],
+            }
+            for r in train
+        ]
+    )
     # TRL 1.16 defaults to bf16, which a CPU without native bf16 only emulates (hours for this
     # run): fp32 like every other row; all other settings are SFTConfig's defaults.
     args = SFTConfig(**common_args(out), bf16=False)
@@ -129,20 +150,46 @@ def run_trl(train, out: str) -> dict:
     trainer.data_collator = collate = Counting(trainer.data_collator)
     start = time.perf_counter()
     result = trainer.train()
-    return dict(wall=time.perf_counter() - start, tokens=collate.tokens, positions=collate.positions, train_loss=result.training_loss, model=trainer.model, max_length=trainer.args.max_length)
+    return dict(
+        wall=time.perf_counter() - start,
+        tokens=collate.tokens,
+        positions=collate.positions,
+        train_loss=result.training_loss,
+        model=trainer.model,
+        max_length=trainer.args.max_length,
+    )
 
 
 def run_thinktune(train, sets: list[str], out: str) -> dict:
     from thinktune import config
-    from thinktune.train import run_training
+    from thinktune.sft import train as sft_train
 
-    cfg = config.load(None, [
-        "model.name=smollm2-demo", f"data.path={DATA}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0",
-        "train.epochs=1", "train.save_steps=0", "train.logging_steps=1", "train.eval_steps=0", f"train.output_dir={out}/run", *sets,
-    ])
-    summary, model, _, data = run_training(cfg, rows=train)
-    return dict(wall=summary["wall_seconds"], tokens=summary["tokens_trained"], positions=summary["positions_computed"],
-                train_loss=summary["train_loss"], model=model, max_length=data.report.max_length)
+    cfg = config.load(
+        None,
+        [
+            "model.name=smollm2-demo",
+            f"data.path={DATA}",
+            "data.limit=null",
+            "data.val_fraction=0",
+            "data.val_min_rows=0",
+            "train.epochs=1",
+            "train.save_steps=0",
+            "train.logging_steps=1",
+            "train.eval_steps=0",
+            f"train.output_dir={out}/run",
+            *sets,
+        ],
+    )
+    result = sft_train(cfg, rows=train)
+    summary, model, data = result.summary, result.model, result.data
+    return dict(
+        wall=summary["wall_seconds"],
+        tokens=summary["tokens_trained"],
+        positions=summary["positions_computed"],
+        train_loss=summary["train_loss"],
+        model=model,
+        max_length=data.report.max_length,
+    )
 
 
 def run_bare(train, out: str) -> dict:
@@ -154,22 +201,21 @@ def run_bare(train, out: str) -> dict:
 
     from thinktune.config import DataConfig
     from thinktune.data import Collator, prepare
-    from thinktune.speed import HeadOnLabels, linear_cross_entropy
+    from thinktune.speed import linear_cross_entropy
 
     torch.manual_seed(42)
     model, tok = demo_model()
     model = get_peft_model(model, lora_config()).train()
     examples = prepare(DataConfig(path=str(DATA), limit=None, val_fraction=0.0, val_min_rows=0), tok, 42, rows=train).train
-    head, collate = HeadOnLabels(model), Collator(tok.pad_token_id)
+    decoder, head, collate = model.get_base_model().model, model.get_base_model().lm_head, Collator(tok.pad_token_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
     tokens, start = 0, time.perf_counter()
     for group in range(0, len(examples), 8):
         rows = [collate([e]) for e in examples[group : group + 8]]
         n_items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in rows)
         for b in rows:
-            with head.skipped():
-                hidden = model(input_ids=b["input_ids"]).logits
-            linear_cross_entropy(hidden, head.head.weight, b["labels"], n_items).backward()
+            hidden = decoder(input_ids=b["input_ids"]).last_hidden_state  # the decoder alone, no head
+            linear_cross_entropy(hidden, head.weight, b["labels"], n_items).backward()
             tokens += b["input_ids"].numel()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -208,9 +254,13 @@ def child(name: str) -> None:
         elif name == "bare":
             r = run_bare(train, out)
         else:
-            sets = {"thinktune": [], "tt_batched": ["train.rows_per_pass=2"], "tt_grouping_only": ["train.head_on_labels=false"],
-                    "tt_packing": ["train.packing=true"],
-                    "tt_bf16": ["model.precision=bf16"]}[name]
+            sets = {
+                "thinktune": [],
+                "tt_batched": ["train.rows_per_pass=2"],
+                "tt_grouping_only": ["train.head_on_labels=false"],
+                "tt_packing": ["train.packing=true"],
+                "tt_bf16": ["model.precision=bf16"],
+            }[name]
             r = run_thinktune(train, sets, out)
         model = r.pop("model")
         r["heldout_loss"] = heldout(model.eval(), held)
@@ -242,14 +292,16 @@ def spread(values: list[float], fmt: str) -> str:
 def table(results: dict, rates: dict) -> str:
     base = statistics.median(r["tokens"] / r["wall"] for r in results["tutorial_cover"]) if results.get("tutorial_cover") else None
     trl = statistics.median(r["tokens"] / r["wall"] for r in results["trl"]) if results.get("trl") else None
-    lines = ["| recipe | useful tok/s | x tutorial (cover) | x TRL | positions/s | wall s | peak RSS GB | held-out loss | MFU | max length |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | useful tok/s | x tutorial (cover) | x TRL | positions/s | wall s | peak RSS GB | held-out loss | MFU | max length |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, runs in results.items():
         if not runs:
             continue
         useful = [r["tokens"] / r["wall"] for r in runs]
         mfu = [4 * r["matrix_params"] * r["tokens"] / r["wall"] / (rates["float32"] * 1e9) for r in runs]
-        ratio = lambda ref: f"{statistics.median(useful) / ref:.2f}" if ref else "-"  # noqa: E731
+        ratio = lambda ref, u=useful: f"{statistics.median(u) / ref:.2f}" if ref else "-"  # noqa: E731
         lines.append(
             f"| {RECIPES[name]} | {spread(useful, '.1f')} | {ratio(base)} | {ratio(trl)} | {spread([r['positions'] / r['wall'] for r in runs], '.1f')} | "
             f"{spread([r['wall'] for r in runs], '.1f')} | {spread([r['peak_rss_gb'] for r in runs], '.2f')} | "
@@ -285,8 +337,11 @@ def main() -> int:
 
     if "tt_bf16" in names + once and not cpu_has_native_bf16() and not args.force_bf16:
         names, once = [n for n in names if n != "tt_bf16"], [n for n in once if n != "tt_bf16"]
-        print(f"Skipping tt_bf16: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
-              f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs it anyway).", flush=True)
+        print(
+            f"Skipping tt_bf16: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
+            f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs it anyway).",
+            flush=True,
+        )
     results = {n: [] for n in names + once}
     total = len(names) * args.repeats + len(once)
     plan = [(k, n) for k in range(args.repeats) for n in names + (once if k == 0 else [])]

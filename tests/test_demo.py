@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 from thinktune import config
+from thinktune.decoding import Decoding
 from thinktune.demo import run_demo, think_shape
-from thinktune.evaluate.generate import Decoding, generate_all
+from thinktune.evaluate.generate import generate_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,10 +18,19 @@ def test_think_shape():
 
 
 def test_demo_flow(tmp_path, capsys, short_sample):
-    cfg = config.load(ROOT / "examples" / "demo.yaml", [
-        f"data.path={short_sample}", "data.max_length=160", "data.overflow=truncate", "data.limit=6", "data.val_min_rows=2",
-        "train.epochs=1", f"train.output_dir={tmp_path / 'demo'}", "train.eval_steps=0",
-    ])
+    cfg = config.load(
+        ROOT / "examples" / "demo.yaml",
+        [
+            f"data.path={short_sample}",
+            "data.max_length=160",
+            "data.overflow=truncate",
+            "data.limit=6",
+            "data.val_min_rows=2",
+            "train.epochs=1",
+            f"train.output_dir={tmp_path / 'demo'}",
+            "train.eval_steps=0",
+        ],
+    )
     result = run_demo(cfg, n_questions=2, max_new_tokens=6)
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved == result and len(result["questions"]) == 2
@@ -40,7 +50,7 @@ def test_generate_matches_unbatched_greedy(r1_tokenizer):
 
     model = tiny_model("qwen2", 152064, seed=3)
     prompts = [[151646, 151644, 9707, 151645], [151646, 151644, 9707, 1879, 11, 1879, 151645]]
-    dec = Decoding(max_new_tokens=5, batch_size=2)
+    dec = Decoding(max_new_tokens=5, temperature=0.0, batch_size=2)
     batched, speed = generate_all(model, r1_tokenizer, prompts, dec)
     assert speed["items_per_second"] > 0
     for p, got in zip(prompts, batched):

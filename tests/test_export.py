@@ -6,14 +6,15 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_model
 
+from conftest import tiny_model
 from thinktune import config
 from thinktune.cli import main
-from thinktune.evaluate.generate import Decoding, generate_all
+from thinktune.decoding import Decoding
+from thinktune.evaluate.generate import generate_all
 from thinktune.export import merge
 
-GREEDY = Decoding(max_new_tokens=32, batch_size=2)
+GREEDY = Decoding(max_new_tokens=32, temperature=0.0, batch_size=2)
 
 
 def _tiny_qwen2_run(tmp_path, r1_tokenizer):
@@ -41,8 +42,8 @@ def _check_merge(run_dir, out):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from thinktune.export import base_model_of
     from thinktune.model import load_model, resolve
+    from thinktune.run import base_model_of
 
     tok = AutoTokenizer.from_pretrained(run_dir)
     with_adapter = PeftModel.from_pretrained(load_model(resolve(base_model_of(run_dir)), torch.float32, "cpu"), run_dir).eval()
@@ -103,7 +104,9 @@ def test_merge_bf16_is_half_the_size(smoke_run, tmp_path):
 def test_generate_file(smoke_run, tmp_path):
     _, run_dir, _, _, _ = smoke_run
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"prompt": "What causes anemia?"}) + "\n" + json.dumps({"Question": "Define sepsis.", "Complex_CoT": "x", "Response": "y"}) + "\n")
+    src.write_text(
+        json.dumps({"prompt": "What causes anemia?"}) + "\n" + json.dumps({"Question": "Define sepsis.", "Complex_CoT": "x", "Response": "y"}) + "\n"
+    )
     out = tmp_path / "out.jsonl"
     assert main(["generate", "--adapter", str(run_dir), "--input", str(src), "--out", str(out), "--max-new-tokens", "8", "--temperature", "0"]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
 
+from conftest import tiny_model
 from thinktune.cli import main
 from thinktune.export import export_gguf, merge
 
@@ -70,7 +70,8 @@ def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     # The vocabulary block is the one llama.cpp's own converter wrote into the real
     # DeepSeek-R1-Distill-Qwen-7B GGUF: same tokens, token types, merges, special ids, template.
     import gguf
-    from fixtures.r1_tokenizer import gguf_part_path, read_header
+
+    from thinktune.r1_tokenizer import gguf_part_path, read_header
 
     real = read_header(gguf_part_path())
     ours = gguf.GGUFReader(path)

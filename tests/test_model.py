@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from conftest import tiny_model
 from thinktune.config import LoraConfig
 from thinktune.errors import UserError
 from thinktune.model import add_lora, cpu_has_native_bf16, load_model, pick_attention, pick_device, pick_precision, quantization_config, resolve
-from conftest import tiny_model
 
 
 def test_device_order_and_clear_errors():
@@ -117,6 +117,20 @@ def test_qlora_is_cuda_only_and_follows_the_recipe(monkeypatch):
 def test_train_refuses_qlora_on_cpu_before_loading(tmp_path, capsys):
     from thinktune.cli import main
 
-    code = main(["train", "--model", "smollm2-demo", "--out", str(tmp_path / "run"), "--set", "model.load_in_4bit=true", "--set", "data.path=examples/data/medical_o1_en_sample.json", "--set", "data.limit=8"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "smollm2-demo",
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "model.load_in_4bit=true",
+            "--set",
+            "data.path=examples/data/medical_o1_en_sample.json",
+            "--set",
+            "data.limit=8",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "needs a CUDA GPU" in err and not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()

@@ -10,10 +10,10 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from thinktune.errors import UserError
-from thinktune.plan import GiB, KNOWN, ModelDims, dims_from, estimate, fit, format_plan
+from thinktune.plan import KNOWN, GiB, ModelDims, dims_from, estimate, fit, format_plan
 
 R1_7B = KNOWN["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"]
 R1_1_5B = KNOWN["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"]
@@ -35,8 +35,16 @@ def test_known_names_and_aliases_resolve_offline():
 
 
 def test_dims_from_reads_a_folder_or_its_config_json(tmp_path):
-    config = {"model_type": "qwen2", "hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
-              "num_key_value_heads": 2, "intermediate_size": 8960, "vocab_size": 151936, "tie_word_embeddings": True}
+    config = {
+        "model_type": "qwen2",
+        "hidden_size": 1536,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "intermediate_size": 8960,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    }
     (tmp_path / "qwen").mkdir()
     (tmp_path / "qwen" / "config.json").write_text(json.dumps(config))
     d = dims_from(str(tmp_path / "qwen"))
@@ -44,8 +52,7 @@ def test_dims_from_reads_a_folder_or_its_config_json(tmp_path):
     assert d.tied_embeddings and d.attention_bias and d.name == "qwen"  # qwen2: q/k/v biases
     assert d.params == 1_543_714_304
     # A Llama config without num_key_value_heads has one KV head per head, and no biases.
-    llama = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "intermediate_size": 128, "vocab_size": 100}
+    llama = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100}
     (tmp_path / "llama.json").write_text(json.dumps(llama))
     d = dims_from(str(tmp_path / "llama.json"))
     assert (d.kv_heads, d.attention_bias, d.tied_embeddings) == (4, False, False)
@@ -128,7 +135,7 @@ def test_nothing_fits_says_so_with_the_smallest_setting():
 # ru_maxrss reports in a process started from a small parent, but ru_maxrss also takes in the
 # parent's peak at exec (Linux's exec_mmap), which under a big pytest process (torch and a
 # model loaded) would be the parent's: so both are reported and VmHWM is compared.
-MEASURE = r'''
+MEASURE = r"""
 import json, resource, sys
 cfg = json.loads(sys.argv[1])
 import torch, peft
@@ -157,18 +164,16 @@ mask, labels = torch.ones(b, s, dtype=torch.long), ids.clone()
 if b > 1:  # right-padded like thinktune's collator: the last row a quarter shorter
     mask[-1, s - s // 4:], labels[-1, s - s // 4:] = 0, -100
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
-if cfg.get("head_on_labels"):  # as ThinktuneTrainer does: the forward stops before the head
-    from thinktune.speed import HeadOnLabels
-    head = HeadOnLabels(model)
-    with head.skipped():
-        loss = head(model(input_ids=ids, attention_mask=mask), labels)
-    loss.backward()
+if cfg.get("head_on_labels"):  # as ThinktuneTrainer does: hidden states out, head on labels in chunks
+    from thinktune.speed import choose_loss
+    loss_path, _ = choose_loss(model, True, False, "cpu", "NO")
+    loss_path(model(**loss_path.model_inputs({"input_ids": ids, "attention_mask": mask})), labels).backward()
 else:
     model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
 opt.step()
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]
 print(json.dumps({"ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "vmhwm_kib": int(hwm)}))
-'''
+"""
 
 
 def measure_peak(cfg: dict) -> dict:
@@ -186,7 +191,9 @@ CASES = {
     # logits-heavy: vocab 32000, batch 2 (padded), seq 1024, peft's default dropout 0
     "llama-256x4-v32k-b2-s1024": _tiny("llama", 256, 4, 4, 2, 688, 32000, True, batch=2, seq_len=1024, checkpointing=False, dropout=0.0),
     # the same through thinktune's head on labelled positions (7/8 of them here)
-    "llama-256x4-v32k-b2-s1024-head": _tiny("llama", 256, 4, 4, 2, 688, 32000, True, batch=2, seq_len=1024, checkpointing=False, dropout=0.0, head_on_labels=True),
+    "llama-256x4-v32k-b2-s1024-head": _tiny(
+        "llama", 256, 4, 4, 2, 688, 32000, True, batch=2, seq_len=1024, checkpointing=False, dropout=0.0, head_on_labels=True
+    ),
     # long sequence, small untied vocab, gradient checkpointing, dropout 0.05
     "qwen2-256x4-v8k-s2048-ckpt": _tiny("qwen2", 256, 4, 4, 2, 688, 8000, False, batch=1, seq_len=2048, checkpointing=True, dropout=0.05),
     # mid-size (39M), activations as large as the logits
@@ -199,15 +206,38 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_estimate_is_within_25_percent_of_measured_cpu_peak(case):
     cfg = CASES[case]
-    dims = SMOLLM2 if cfg["arch"] == "smollm2-demo" else ModelDims(
-        cfg["hidden"], cfg["layers"], cfg["heads"], cfg["kv_heads"], cfg["ffn"], cfg["vocab"], cfg["tied"], case,
-        model_type=cfg["arch"], attention_bias=cfg["arch"] == "qwen2")
-    e = estimate(dims, "lora", cfg["seq_len"], cfg["batch"], checkpointing=cfg["checkpointing"], device="cpu",
-                 head_on_labels=cfg.get("head_on_labels", False), labelled_fraction=7 / 8, lora_dropout=cfg["dropout"])
+    dims = (
+        SMOLLM2
+        if cfg["arch"] == "smollm2-demo"
+        else ModelDims(
+            cfg["hidden"],
+            cfg["layers"],
+            cfg["heads"],
+            cfg["kv_heads"],
+            cfg["ffn"],
+            cfg["vocab"],
+            cfg["tied"],
+            case,
+            model_type=cfg["arch"],
+            attention_bias=cfg["arch"] == "qwen2",
+        )
+    )
+    e = estimate(
+        dims,
+        "lora",
+        cfg["seq_len"],
+        cfg["batch"],
+        checkpointing=cfg["checkpointing"],
+        device="cpu",
+        head_on_labels=cfg.get("head_on_labels", False),
+        labelled_fraction=7 / 8,
+        lora_dropout=cfg["dropout"],
+    )
     m = measure_peak(cfg)
     measured = m["vmhwm_kib"] * 1024
-    print(f"{case}: measured {measured / 2**20:.0f} MiB (ru_maxrss {m['ru_maxrss_kib'] / 1024:.0f}), "
-          f"estimate {e.total / 2**20:.0f} MiB, ratio {e.total / measured:.3f}")
+    print(
+        f"{case}: measured {measured / 2**20:.0f} MiB (ru_maxrss {m['ru_maxrss_kib'] / 1024:.0f}), estimate {e.total / 2**20:.0f} MiB, ratio {e.total / measured:.3f}"
+    )
     assert m["ru_maxrss_kib"] >= m["vmhwm_kib"]
     assert 0.75 <= e.total / measured <= 1.25
 

@@ -2,6 +2,7 @@
 twice the accumulation, SIGKILL + --resume equals an uninterrupted run, a broken checkpoint is
 skipped, and an injected NaN stops the run with exit code 3 and a checkpoint that still loads."""
 
+import functools
 import json
 import os
 import random
@@ -14,14 +15,26 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from conftest import ROOT
 
 # fp32 on every machine: the equalities below are properties of the maths, not of bf16 rounding.
 SETTINGS = [
-    "model.precision=fp32", "data.limit=20", "data.max_length=96", "data.overflow=truncate", "data.val_min_rows=4", "data.val_fraction=0.01",
-    "train.batch_size=2", "train.epochs=3", "train.logging_steps=1", "train.eval_steps=3", "train.save_steps=3",
-    "train.save_total_limit=2", "train.lr=1e-2", "lora.dropout=0",
+    "model.precision=fp32",
+    "data.limit=20",
+    "data.max_length=96",
+    "data.overflow=truncate",
+    "data.val_min_rows=4",
+    "data.val_fraction=0.01",
+    "train.batch_size=2",
+    "train.epochs=3",
+    "train.logging_steps=1",
+    "train.eval_steps=3",
+    "train.save_steps=3",
+    "train.save_total_limit=2",
+    "train.lr=1e-2",
+    "lora.dropout=0",
 ]
 
 
@@ -138,16 +151,33 @@ def test_broken_checkpoint_is_skipped_with_a_warning(tiny, straight, tmp_path):
     assert max_diff(straight, out) <= 1e-6
 
 
-def test_injected_nan_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tiny, straight, tmp_path):
+class NanLossAt(TrainerCallback):
+    """Test-only fault (issue 12: no fault hook in production code): as optimizer step `step`
+    begins, one LoRA weight becomes NaN, so that step's loss is NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+
+
+def test_injected_nan_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tiny, straight, tmp_path, monkeypatch, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from thinktune import sft
+    from thinktune.cli import main
+
     out = tmp_path / "nan"
-    p = run(command(tiny, out), THINKTUNE_FAULT_NAN_STEP="5")
-    assert p.returncode == 3
-    assert "Training stopped at optimizer step 5: the loss became nan" in p.stderr
+    monkeypatch.setattr(sft, "train", functools.partial(sft.train, callbacks=[NanLossAt(5)]))
+    assert main(command(tiny, out)[3:]) == 3  # the CLI in this process, the fault added to its Trainer
+    err = capsys.readouterr().err
+    assert "Training stopped at optimizer step 5: the loss became nan" in err
     good = tmp_path / ".nan.partial" / "checkpoints" / "checkpoint-3"
-    assert f"The last good checkpoint is {good}" in p.stderr and "Traceback" not in p.stderr
+    assert f"The last good checkpoint is {good}" in err and "Traceback" not in err
     assert not out.exists() and sorted(x.name for x in good.parent.iterdir()) == ["checkpoint-3"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny[0]), good)
     lora = [t for n, t in model.named_parameters() if "lora_" in n]

@@ -12,7 +12,7 @@ from thinktune import speed
 from thinktune.data import Collator, PackingCollator
 from thinktune.data import collate as collate_mod
 from thinktune.data.encode import IGNORE_INDEX
-from thinktune.speed import HeadOnLabels, linear_cross_entropy
+from thinktune.speed import Loss, choose_loss, head_on_labels_blocker, linear_cross_entropy
 
 
 def test_docstring_examples_run():
@@ -70,13 +70,15 @@ def test_head_on_labels_gives_the_plain_loss_and_gradients(arch, chunk, precisio
     plain.backward()
     want = grads(model)
     model.zero_grad()
-    head = HeadOnLabels(model, chunk=chunk)
-    assert HeadOnLabels.why_not(model) is None
+    loss_path, note = choose_loss(model, head_on_labels=True, packing=False, device="cpu", distributed="NO")
+    assert note is None and loss_path.kind == "head_on_labels" and head_on_labels_blocker(model) is None
+    assert loss_path.causal_only and "attention_mask" not in loss_path.model_inputs(batch)  # right-padded: the causal mask suffices
+    loss_path.chunk, loss_path.causal_only = chunk, False  # the head alone here; the mask's equivalence is tested below
     labels = batch.pop("labels")
-    with autocast(precision), head.skipped():
-        out = model(**batch)
-        assert out.logits.shape[-1] == 32  # hidden states: no vocabulary-wide logits were made
-        loss = head(out, labels, n_items)
+    with autocast(precision):
+        out = model(**loss_path.model_inputs(batch))
+        assert out.logits.shape[1] == 1  # logits of one position only: no vocabulary-wide logits were made
+        loss = loss_path(out, labels, n_items)
     loss.backward()
     assert float(loss) == pytest.approx(float(plain), rel=1e-6 if precision == "fp32" else LOSS_REL[precision])
     got = grads(model)
@@ -85,7 +87,6 @@ def test_head_on_labels_gives_the_plain_loss_and_gradients(arch, chunk, precisio
     tol = dict(rtol=1e-5, atol=1e-7) if precision == "fp32" else dict(rtol=2e-2, atol=2e-4)
     for k in want:
         torch.testing.assert_close(got[k], want[k], **tol)
-    assert type(head.head).forward is torch.nn.Linear.forward and "forward" not in vars(head.head)
 
 
 def test_head_weight_gradient_for_a_trainable_head():
@@ -108,8 +109,12 @@ def test_head_weight_gradient_for_a_trainable_head():
 def test_head_on_labels_refuses_heads_it_cannot_replace():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    gemma = Gemma2ForCausalLM(Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8))
-    assert "may transform its logits" in HeadOnLabels.why_not(gemma)  # final logit soft-capping
+    gemma = Gemma2ForCausalLM(
+        Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    )
+    assert "may transform its logits" in head_on_labels_blocker(gemma)  # final logit soft-capping
+    loss_path, note = choose_loss(gemma, head_on_labels=True, packing=False, device="cpu", distributed="NO")
+    assert loss_path == Loss("plain") and note.startswith("train.head_on_labels is off for this run: model type 'gemma2'")
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -181,8 +186,13 @@ def test_levers_through_the_trainer_give_the_same_adapter(tmp_path, tiny_dir, sh
     base, plain = run_tiny(tmp_path, tiny_dir, short_sample, "plain", "train.head_on_labels=false", "train.packing=false")
     # plain: on CPU each of a batch's 3 rows is run on its own (rows_per_pass null -> 1)
     assert base["rows_per_pass"] == 1 and base["effective_batch"] == 6
-    levers = (["train.head_on_labels=true"], ["train.head_on_labels=false", "train.packing=true"], ["train.packing=true"],
-              ["train.rows_per_pass=3"], ["train.rows_per_pass=3", "train.head_on_labels=false"])
+    levers = (
+        ["train.head_on_labels=true"],
+        ["train.head_on_labels=false", "train.packing=true"],
+        ["train.packing=true"],
+        ["train.rows_per_pass=3"],
+        ["train.rows_per_pass=3", "train.head_on_labels=false"],
+    )
     for sets in levers:
         s, adapter = run_tiny(tmp_path, tiny_dir, short_sample, "_".join(x.split("=")[0][6:] + x[-4:] for x in sets), *sets)
         assert s["tokens_trained"] == base["tokens_trained"] and s["optimizer_steps"] == base["optimizer_steps"] == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .model import ALIASES, resolve
+from .model import resolve
 
 
 def _loading_code(model_name: str, run_dir: str) -> str:
@@ -25,8 +25,11 @@ def _loading_code(model_name: str, run_dir: str) -> str:
     )
 
 
-def _is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and name not in ALIASES and not Path(name).expanduser().exists()
+def _hub_id(name: str) -> str | None:
+    """The hub id a model name stands for (r1-1.5b included), None for files and folders."""
+    source = resolve(name)
+    path = source.path
+    return path if source.gguf_file is None and path.count("/") == 1 and not Path(path).expanduser().exists() else None
 
 
 def _loss(x) -> str:
@@ -35,48 +38,80 @@ def _loss(x) -> str:
 
 def model_card(cfg, summary: dict, run_dir: str) -> str:
     """Markdown with hub front matter; every number comes from the run's config and summary."""
-    d, t, lo = summary["data"], cfg.train, cfg.lora
     front = ["---", "library_name: peft", "tags: [thinktune, lora, sft, reasoning]"]
-    if _is_hub_id(cfg.model.name):
-        front.insert(1, f"base_model: {cfg.model.name}")
-    hub = f" (config `{cfg.data.hub_config}`, split `{cfg.data.split}`)" if not Path(cfg.data.path).exists() else ""
-    dup = (f" {d['duplicate_groups']} question(s) asked by several rows ({d['duplicate_rows']} rows) were kept whole on one side of the split."
-           if d.get("duplicate_groups") else "")
-    lines = front + ["---", "", f"# LoRA adapter for {cfg.model.name}", "",
-                     f"Fine-tuned with thinktune (supervised fine-tuning, LoRA) "
-                     f"on chain-of-thought data: `{cfg.data.path}`{hub}.", "",
-                     "## Data", "",
-                     f"- {summary['rows_read']} rows read, {summary['rows_used']} used: {d['train_rows']} trained on, "
-                     f"{d['val_rows']} held out (never trained on) to measure the loss.{dup}",
-                     f"- Max length {d['max_length']} tokens ({d['max_length_reason']}); {d['over_length']} rows over it: "
-                     f"{summary['rows_dropped']} dropped, {summary['rows_truncated']} truncated "
-                     f"({d.get('train_answer_lost', 0)} trained rows lost their whole answer).",
-                     f"- {summary['labelled_tokens_per_epoch']:,} labelled tokens per epoch (reasoning, answer and end token; "
-                     f"{'the question too' if cfg.data.train_on_prompt else 'not the question'}).", "",
-                     "## Recipe", "",
-                     "| setting | value |", "|---|---|",
-                     f"| LoRA | r={lo.r}, alpha={lo.alpha}, dropout={lo.dropout}, on {', '.join(lo.target_modules)} |",
-                     f"| trainable parameters | {summary['trainable_parameters']:,} of {summary['total_parameters']:,} |",
-                     f"| optimizer | AdamW, lr {t.lr:g} ({t.lr_scheduler} schedule, warmup ratio {t.warmup_ratio:g}), weight decay {t.weight_decay:g} |",
-                     f"| batch | {summary['effective_batch']} rows per update ({summary['processes']} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation) |",
-                     f"| epochs / updates | {t.epochs:g} / {summary['optimizer_steps']} |",
-                     f"| precision / device | {summary['precision']} / {summary['device']} |",
-                     f"| seed | {t.seed} |", "",
-                     "The complete settings are in `config.yaml`; `thinktune train --config config.yaml --out NEW_FOLDER` runs them again.", "",
-                     "## Result", "",
-                     f"- Held-out loss per token: {_loss(summary['eval_loss_start'])} before training, "
-                     f"{_loss(summary['eval_loss_end'])} after.",
-                     f"- Training loss (mean over the run): {_loss(summary['train_loss'])}.",
-                     f"- {summary['tokens_trained']:,} tokens in {summary['wall_seconds']:.0f} s "
-                     f"({summary['tokens_per_second']:.0f} tokens/s), peak memory {summary['peak_memory_gb']:.2f} GB.",
-                     "- Curves: `loss_curve.png`; every logged step: `metrics.jsonl`; all figures: `summary.json`."]
+    if _hub_id(cfg.model.name):
+        front.insert(1, f"base_model: {_hub_id(cfg.model.name)}")
+    lines = front + _what_and_how(cfg, summary)
     if summary.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in summary["warnings"]]
-    lines += ["", "## How to use it", "", "With transformers and PEFT:", "", "```python",
-              _loading_code(cfg.model.name, run_dir).rstrip(), "```", "",
-              "With thinktune:", "", "```",
-              f"thinktune chat --adapter {run_dir}                  # talk to it, thinking shown",
-              f"thinktune compare --adapter {run_dir} --bench medqa # base vs fine-tuned, measured",
-              f"thinktune merge {run_dir} --out {run_dir}-merged    # a plain transformers folder",
-              f"thinktune export gguf {run_dir} --out {run_dir}.gguf # llama.cpp / Ollama", "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _usage(cfg, run_dir))
+
+
+def _what_and_how(cfg, summary: dict) -> list[str]:
+    """The data, the recipe and the result, as the card's Markdown lines."""
+    d, t, lo = summary["data"], cfg.train, cfg.lora
+    hub = f" (config `{cfg.data.hub_config}`, split `{cfg.data.split}`)" if not Path(cfg.data.path).exists() else ""
+    dup = (
+        f" {d['duplicate_groups']} question(s) asked by several rows ({d['duplicate_rows']} rows) were kept whole on one side of the split."
+        if d.get("duplicate_groups")
+        else ""
+    )
+    return [
+        "---",
+        "",
+        f"# LoRA adapter for {cfg.model.name}",
+        "",
+        f"Fine-tuned with thinktune (supervised fine-tuning, LoRA) on chain-of-thought data: `{cfg.data.path}`{hub}.",
+        "",
+        "## Data",
+        "",
+        f"- {summary['rows_read']} rows read, {summary['rows_used']} used: {d['train_rows']} trained on, {d['val_rows']} held out (never trained on) to measure the loss.{dup}",
+        f"- Max length {d['max_length']} tokens ({d['max_length_reason']}); {d['over_length']} rows over it: "
+        f"{summary['rows_dropped']} dropped, {summary['rows_truncated']} truncated "
+        f"({d.get('train_answer_lost', 0)} trained rows lost their whole answer).",
+        f"- {summary['labelled_tokens_per_epoch']:,} labelled tokens per epoch (reasoning, answer and end token; {'the question too' if cfg.data.train_on_prompt else 'not the question'}).",
+        "",
+        "## Recipe",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| LoRA | r={lo.r}, alpha={lo.alpha}, dropout={lo.dropout}, on {', '.join(lo.target_modules)} |",
+        f"| trainable parameters | {summary['trainable_parameters']:,} of {summary['total_parameters']:,} |",
+        f"| optimizer | AdamW, lr {t.lr:g} ({t.lr_scheduler} schedule, warmup ratio {t.warmup_ratio:g}), weight decay {t.weight_decay:g} |",
+        f"| batch | {summary['effective_batch']} rows per update ({summary['processes']} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation) |",
+        f"| epochs / updates | {t.epochs:g} / {summary['optimizer_steps']} |",
+        f"| precision / device | {summary['precision']} / {summary['device']} |",
+        f"| seed | {t.seed} |",
+        "",
+        "The complete settings are in `config.yaml`; `thinktune train --config config.yaml --out NEW_FOLDER` runs them again.",
+        "",
+        "## Result",
+        "",
+        f"- Held-out loss per token: {_loss(summary['eval_loss_start'])} before training, {_loss(summary['eval_loss_end'])} after.",
+        f"- Training loss (mean over the run): {_loss(summary['train_loss'])}.",
+        f"- {summary['tokens_trained']:,} tokens in {summary['wall_seconds']:.0f} s ({summary['tokens_per_second']:.0f} tokens/s), peak memory {summary['peak_memory_gb']:.2f} GB.",
+        "- Curves: `loss_curve.png`; every logged step: `metrics.jsonl`; all figures: `summary.json`.",
+    ]
+
+
+def _usage(cfg, run_dir: str) -> list[str]:
+    return [
+        "",
+        "## How to use it",
+        "",
+        "With transformers and PEFT:",
+        "",
+        "```python",
+        _loading_code(cfg.model.name, run_dir).rstrip(),
+        "```",
+        "",
+        "With thinktune:",
+        "",
+        "```",
+        f"thinktune chat --adapter {run_dir}                  # talk to it, thinking shown",
+        f"thinktune compare --adapter {run_dir} --bench medqa # base vs fine-tuned, measured",
+        f"thinktune merge {run_dir} --out {run_dir}-merged    # a plain transformers folder",
+        f"thinktune export gguf {run_dir} --out {run_dir}.gguf # llama.cpp / Ollama",
+        "```",
+        "",
+    ]

@@ -2,8 +2,7 @@
 
 Generation runs in a thread and streams text through transformers' `TextIteratorStreamer`; the
 main thread prints it, so Ctrl-C lands there and stops the answer through a stopping criterion.
-Earlier assistant turns are kept without their thinking, as the R1 template expects. torch and
-transformers are imported in the functions that use them: cli.py imports this module for its parser.
+Earlier assistant turns are kept without their thinking, as the R1 template expects.
 """
 
 from __future__ import annotations
@@ -13,8 +12,11 @@ import threading
 from contextlib import closing, suppress
 from dataclasses import dataclass
 
+from .data.encode import tokenize
+from .data.render import THINK_CLOSE, THINK_OPEN, opens_think, render_prompt
+from .decoding import Decoding
 from .errors import UserError
-from .evaluate.extract import THINK_CLOSE, THINK_OPEN, split_think  # the same tags as data.render
+from .evaluate.extract import split_think
 
 DIM, RESET = "\033[2m", "\033[0m"
 FORCED_CLOSE = "\n" + THINK_CLOSE + "\n\n"  # what the thinking budget appends
@@ -26,11 +28,15 @@ _TAIL = 16  # tokens decoded to spot a tag; more than any tokenizer spends on `<
 
 
 @dataclass
-class Settings:
-    max_new_tokens: int = 2048
-    temperature: float = 0.6  # DeepSeek's advice for R1 models; 0 = greedy
-    top_p: float = 0.95
+class Settings(Decoding):
+    """Decoding, plus a thinking budget: after this many tokens an open <think> is closed."""
+
     max_thinking_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
+            raise UserError(f"--max-thinking-tokens {self.max_thinking_tokens}: give 0 or more (0 answers at once).")
 
 
 class Conversation:
@@ -40,8 +46,6 @@ class Conversation:
         self.messages: list[dict] = []
 
     def prompt(self, tokenizer, user: str) -> str:
-        from .data.render import render_prompt  # thinktune.data imports torch
-
         return render_prompt(tokenizer, self.messages + [{"role": "user", "content": user}])
 
     def add(self, user: str, output: str, opened_in_prompt: bool) -> None:
@@ -50,12 +54,6 @@ class Conversation:
 
     def reset(self) -> None:
         self.messages.clear()
-
-
-def tokenize(tokenizer, text: str) -> list[int]:
-    from .data.encode import tokenize  # thinktune.data imports torch
-
-    return tokenize(tokenizer, text)
 
 
 class ThinkingBudget:
@@ -82,13 +80,13 @@ class ThinkingBudget:
     def __call__(self, input_ids, scores):
         if self.closed:
             return scores
-        gen = input_ids[0, self.prompt_len:].tolist()
+        gen = input_ids[0, self.prompt_len :].tolist()
         if self.forced_at is None:
             if self.open_at is None:
                 if not self._tail_has(gen, THINK_OPEN):
                     return scores
                 self.open_at = len(gen)  # the last token completed `<think>`
-            if self._tail_has(gen[self.open_at:], THINK_CLOSE):
+            if self._tail_has(gen[self.open_at :], THINK_CLOSE):
                 self.closed = True
                 return scores
             if len(gen) - self.open_at < self.budget:
@@ -113,10 +111,16 @@ def generation_kwargs(model, tokenizer, prompt_ids: list[int], s: Settings, open
     device = next(model.parameters()).device
     budget = [ThinkingBudget(tokenizer, len(prompt_ids), s.max_thinking_tokens, opened_in_prompt)] if s.max_thinking_tokens is not None else []
     sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else {"do_sample": False}
-    return dict(input_ids=torch.tensor([prompt_ids], device=device), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
-                max_new_tokens=s.max_new_tokens, logits_processor=LogitsProcessorList(budget),
-                stopping_criteria=StoppingCriteriaList([lambda ids, scores, **kw: torch.full((ids.shape[0],), stop.is_set(), dtype=torch.bool, device=ids.device)]),
-                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+    return dict(
+        input_ids=torch.tensor([prompt_ids], device=device),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+        max_new_tokens=s.max_new_tokens,
+        logits_processor=LogitsProcessorList(budget),
+        stopping_criteria=StoppingCriteriaList([lambda ids, scores, **kw: torch.full((ids.shape[0],), stop.is_set(), dtype=torch.bool, device=ids.device)]),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
 
 
 def stream_reply(model, tokenizer, prompt_ids: list[int], s: Settings, opened_in_prompt: bool):
@@ -145,6 +149,11 @@ def stream_reply(model, tokenizer, prompt_ids: list[int], s: Settings, opened_in
         raise errors[0]
 
 
+def _partial_tag(buf: str, tag: str) -> int:
+    """How many characters at the end of `buf` could be the start of `tag` (held back until known)."""
+    return next((n for n in range(min(len(tag), len(buf)), 0, -1) if tag.startswith(buf[-n:])), 0)
+
+
 class ThinkSplitter:
     """Cuts streamed text into ("think" | "answer" | "open" | "close", text) events; a tag may be
     split across pieces. Only the first thinking section counts; after it everything is answer."""
@@ -157,16 +166,16 @@ class ThinkSplitter:
         self.buf += text
         events = []
         while self.buf:
-            tag = {"pre": THINK_OPEN, "think": THINK_CLOSE}.get(self.state)
+            tag = {"pre": THINK_OPEN, "think": THINK_CLOSE}.get(self.state, "")  # "": after </think>, no tag to wait for
             kind = "think" if self.state == "think" else "answer"
             i = self.buf.find(tag) if tag else -1
             if i >= 0:
                 events += self._emit(kind, self.buf[:i]) + [("open" if tag == THINK_OPEN else "close", "")]
-                self.buf, self.state = self.buf[i + len(tag):], "think" if tag == THINK_OPEN else "post"
+                self.buf, self.state = self.buf[i + len(tag) :], "think" if tag == THINK_OPEN else "post"
                 continue
-            keep = next((n for n in range(min(len(tag), len(self.buf)), 0, -1) if tag.startswith(self.buf[-n:])), 0) if tag else 0
+            keep = _partial_tag(self.buf, tag) if tag else 0
             events += self._emit(kind, self.buf[: len(self.buf) - keep])
-            self.buf = self.buf[len(self.buf) - keep:]
+            self.buf = self.buf[len(self.buf) - keep :]
             break
         return events
 
@@ -224,7 +233,7 @@ class Display:
 def chat_turn(model, tokenizer, conv: Conversation, user: str, s: Settings, display: Display) -> str | None:
     """One answer, streamed to the display and added to the conversation; None if Ctrl-C stopped it."""
     prompt = conv.prompt(tokenizer, user)
-    opened = prompt.rstrip().endswith(THINK_OPEN)
+    opened = opens_think(prompt)
     pieces: list[str] = []
     try:
         display.start(opened)
@@ -265,35 +274,20 @@ def repl(model, tokenizer, s: Settings, display: Display, read=input) -> int:
             chat_turn(model, tokenizer, conv, line, s, display)
 
 
-def add_chat_parser(subparsers) -> None:
-    c = subparsers.add_parser("chat", help="Chat with a model (+ adapter) in the terminal, its thinking shown apart from the answer.")
-    c.add_argument("--model", help="Base model (default: the one the adapter's run was trained from).")
-    c.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
-    c.add_argument("--max-new-tokens", type=int, default=2048, help="Generation budget per answer, thinking included.")
-    c.add_argument("--max-thinking-tokens", type=int, help="Close an unfinished <think> after this many tokens and let the model answer (default: no limit).")
-    c.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (DeepSeek's advice for R1 models); 0 = greedy.")
-    c.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling cut-off.")
-    c.add_argument("--seed", type=int, help="Sampling seed (default: a different sampling each session).")
-    c.add_argument("--hide-thinking", action="store_true", help="Fold the thinking into a one-line [thinking: N tokens] placeholder.")
-    c.add_argument("--no-color", action="store_true", help="Plain text without ANSI styling (also when stdout is not a terminal).")
-
-
-def cmd_chat(args) -> int:
+def chat(model_name: str | None, adapter: str | None, s: Settings, hide_thinking: bool = False, color: bool = True) -> int:
+    """`thinktune chat`: load the model (+ adapter) and talk until /exit; exit code 0."""
     import torch
 
-    from .export import base_model_for
-    from .evaluate.run import load_for_eval
+    from .model import load_for_inference
+    from .run import base_model_for
 
-    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1 or (args.max_thinking_tokens is not None and args.max_thinking_tokens < 0):
-        raise UserError("thinktune chat needs --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1 and --max-thinking-tokens >= 0.")
-    model_name = base_model_for(args.model, args.adapter)
-    print(f"Loading {model_name}{' + ' + args.adapter if args.adapter else ''} ...", flush=True)
-    model, tokenizer = load_for_eval(model_name, args.adapter)
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
+    model_name = base_model_for(model_name, adapter)
+    print(f"Loading {model_name}{' + ' + adapter if adapter else ''} ...", flush=True)
+    model, tokenizer = load_for_inference(model_name, adapter)
+    if s.seed is not None:
+        torch.manual_seed(s.seed)
     if sys.stdin.isatty():
         with suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
-    s = Settings(args.max_new_tokens, args.temperature, args.top_p, args.max_thinking_tokens)
-    display = Display(sys.stdout, tokenizer, color=sys.stdout.isatty() and not args.no_color, hide_thinking=args.hide_thinking)
+    display = Display(sys.stdout, tokenizer, color=color and sys.stdout.isatty(), hide_thinking=hide_thinking)
     return repl(model, tokenizer, s, display)

@@ -71,7 +71,7 @@ def latest_complete(checkpoints: Path) -> tuple[Path | None, list[tuple[Path, st
     """The newest complete checkpoint under `checkpoints/`, and the (folder, reason) of every
     newer or broken one that was passed over."""
     found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and step_of(p) >= 0), key=step_of, reverse=True)
-    skipped = []
+    skipped: list[tuple[Path, str]] = []
     for folder in found:
         why = problem(folder)
         if why is None:
@@ -106,10 +106,11 @@ def raise_if_disk_full(folder: Path, last: Path | None, error: Exception, thresh
     free = shutil.disk_usage(folder).free
     if free >= threshold:
         return
-    kept = f"The last complete checkpoint, {last}, is kept: free some space and run the same command with --resume." if last else (
-        "No checkpoint had been completed, so nothing of this run was kept."
+    kept = (
+        f"The last complete checkpoint, {last}, is kept: free some space and run the same command with --resume."
+        if last
+        else ("No checkpoint had been completed, so nothing of this run was kept.")
     )
     raise UserError(
-        f"The disk under {folder} is full ({free / 2**20:,.1f} MiB free) and writing the run failed ({type(error).__name__}: "
-        f"{str(error)[:200]}). {kept}"
+        f"The disk under {folder} is full ({free / 2**20:,.1f} MiB free) and writing the run failed ({type(error).__name__}: {str(error)[:200]}). {kept}"
     ) from error

@@ -13,7 +13,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -32,8 +32,7 @@ def knob(default: Any, help: str, choices: tuple | None = None) -> Any:
 class ModelConfig:
     name: str = knob(
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-        "Base model: a hub id, a local folder with safetensors, a .gguf file, or the alias "
-        "'smollm2-demo' (the small offline demo model).",
+        "Base model: a hub id, a local folder with safetensors, a .gguf file, or the alias 'smollm2-demo' (the small offline demo model).",
     )
     device: str = knob(
         "auto",
@@ -50,14 +49,12 @@ class ModelConfig:
     )
     attn_implementation: str = knob(
         "auto",
-        "Attention kernel: 'auto' is flash-attention 2 on CUDA when flash-attn is installed, else "
-        "PyTorch's sdpa; 'eager' is the slow reference.",
+        "Attention kernel: 'auto' is flash-attention 2 on CUDA when flash-attn is installed, else PyTorch's sdpa; 'eager' is the slow reference.",
         ("auto", "sdpa", "eager", "flash_attention_2"),
     )
     load_in_4bit: bool = knob(
         False,
-        "QLoRA: hold the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA only, double "
-        "quantisation, bf16 compute), about a quarter of the bf16 weight memory.",
+        "QLoRA: hold the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA only, double quantisation, bf16 compute), about a quarter of the bf16 weight memory.",
     )
 
 
@@ -67,9 +64,7 @@ class DataConfig:
         "FreedomIntelligence/medical-o1-reasoning-SFT",
         "Training data: a .json/.jsonl/.csv/.parquet file, or a hub dataset name.",
     )
-    hub_config: Optional[str] = knob(
-        "en", "For a hub dataset: its config (subset), e.g. 'en' or 'zh'; ignored for files."
-    )
+    hub_config: Optional[str] = knob("en", "For a hub dataset: its config (subset), e.g. 'en' or 'zh'; ignored for files.")
     split: str = knob("train", "For a hub dataset: which split to read; ignored for files.")
     format: str = knob(
         "columns",
@@ -80,33 +75,23 @@ class DataConfig:
     cot_field: str = knob("Complex_CoT", "Column holding the reasoning, trained inside <think>.")
     response_field: str = knob("Response", "Column holding the final answer after </think>.")
     messages_field: str = knob("messages", "For format 'messages': the column with the chat list.")
-    system_prompt: Optional[str] = knob(
-        None, "Optional system message put before every question (none by default)."
-    )
-    limit: Optional[int] = knob(
-        1500, "Use at most this many rows (null = all); fewer rows train faster but learn less."
-    )
+    system_prompt: Optional[str] = knob(None, "Optional system message put before every question (none by default).")
+    limit: Optional[int] = knob(1500, "Use at most this many rows (null = all); fewer rows train faster but learn less.")
     sample: str = knob(
         "first",
         "How to pick the rows under the limit: the 'first' ones or a seeded 'random' sample.",
         ("first", "random"),
     )
-    val_fraction: float = knob(
-        0.05, "Share of the rows held out to measure loss on text the model never trains on."
-    )
+    val_fraction: float = knob(0.05, "Share of the rows held out to measure loss on text the model never trains on.")
     val_min_rows: int = knob(4, "Hold out at least this many rows, whatever the fraction gives.")
     max_length: Optional[int] = knob(
         None,
-        "Longest example in tokens; null = just long enough for the longest row, up to "
-        "max_length_cap. Longer sequences cost memory and time.",
+        "Longest example in tokens; null = just long enough for the longest row, up to max_length_cap. Longer sequences cost memory and time.",
     )
-    max_length_cap: int = knob(
-        4096, "Upper bound for the automatic max_length; rows above it are dropped or truncated."
-    )
+    max_length_cap: int = knob(4096, "Upper bound for the automatic max_length; rows above it are dropped or truncated.")
     overflow: str = knob(
         "drop",
-        "Rows longer than max_length: 'drop' them (default, nothing half-learned) or 'truncate' "
-        "them (keeps the start, may cut the answer and the end token).",
+        "Rows longer than max_length: 'drop' them (default, nothing half-learned) or 'truncate' them (keeps the start, may cut the answer and the end token).",
         ("drop", "truncate"),
     )
     train_on_prompt: bool = knob(
@@ -119,22 +104,14 @@ class DataConfig:
 class LoraConfig:
     r: int = knob(
         16,
-        "LoRA rank: size of the small trainable matrices; higher learns more but uses more "
-        "memory and can overfit small data.",
+        "LoRA rank: size of the small trainable matrices; higher learns more but uses more memory and can overfit small data.",
     )
-    alpha: int = knob(
-        32, "LoRA scale: the update is multiplied by alpha/r; higher alpha = stronger update."
-    )
-    dropout: float = knob(
-        0.05, "Dropout on the LoRA input during training; a little guards small data against overfitting."
-    )
-    bias: str = knob(
-        "none", "Train bias vectors too: 'none' (default), 'lora_only' or 'all'.", ("none", "lora_only", "all")
-    )
+    alpha: int = knob(32, "LoRA scale: the update is multiplied by alpha/r; higher alpha = stronger update.")
+    dropout: float = knob(0.05, "Dropout on the LoRA input during training; a little guards small data against overfitting.")
+    bias: str = knob("none", "Train bias vectors too: 'none' (default), 'lora_only' or 'all'.", ("none", "lora_only", "all"))
     target_modules: list = knob(
         ["q_proj", "v_proj"],
-        "Layers that get LoRA adapters; adding k_proj, o_proj and the MLP (or 'all-linear') "
-        "learns more at more memory and time.",
+        "Layers that get LoRA adapters; adding k_proj, o_proj and the MLP (or 'all-linear') learns more at more memory and time.",
     )
 
 
@@ -142,9 +119,7 @@ class LoraConfig:
 class TrainConfig:
     output_dir: str = knob("runs/medical_r1", "Run folder for the adapter, logs, plot and summary.")
     overwrite: bool = knob(False, "Replace an existing run in output_dir instead of refusing.")
-    batch_size: int = knob(
-        2, "Rows per batch on one device; a batch is run as one pass, or row by row (rows_per_pass)."
-    )
+    batch_size: int = knob(2, "Rows per batch on one device; a batch is run as one pass, or row by row (rows_per_pass).")
     rows_per_pass: Optional[int] = knob(
         None,
         "Rows the model runs at once within a batch (must divide batch_size); 1 runs each row on "
@@ -153,36 +128,22 @@ class TrainConfig:
     )
     grad_accum: int = knob(
         4,
-        "Batches summed before each weight update: effective batch = batch_size x grad_accum, "
-        "at no extra memory but fewer updates.",
+        "Batches summed before each weight update: effective batch = batch_size x grad_accum, at no extra memory but fewer updates.",
     )
-    epochs: float = knob(
-        3, "Passes over the training rows; more passes fit the data better until they overfit."
-    )
-    lr: float = knob(
-        3e-4, "Learning rate: step size of each update; too high diverges, too low learns nothing."
-    )
-    lr_scheduler: str = knob(
-        "linear", "How the learning rate decays over the run.", ("linear", "cosine", "constant")
-    )
+    epochs: float = knob(3, "Passes over the training rows; more passes fit the data better until they overfit.")
+    lr: float = knob(3e-4, "Learning rate: step size of each update; too high diverges, too low learns nothing.")
+    lr_scheduler: str = knob("linear", "How the learning rate decays over the run.", ("linear", "cosine", "constant"))
     warmup_ratio: float = knob(0.0, "Share of the steps over which the learning rate ramps up from 0.")
     weight_decay: float = knob(0.0, "Pull of the adapter weights towards zero at each step.")
     max_grad_norm: float = knob(1.0, "Clip the gradient norm to this value to avoid unstable steps.")
-    group_by_length: bool = knob(
-        True, "Batch rows of similar length together so less compute goes to padding."
-    )
+    group_by_length: bool = knob(True, "Batch rows of similar length together so less compute goes to padding.")
     logging_steps: int = knob(20, "Log the training loss every this many optimizer steps.")
-    eval_steps: int = knob(
-        20, "Measure held-out loss every this many optimizer steps (and before the first)."
-    )
+    eval_steps: int = knob(20, "Measure held-out loss every this many optimizer steps (and before the first).")
     save_steps: int = knob(
         100,
-        "Save a resumable checkpoint every this many optimizer steps (--resume continues from the "
-        "newest complete one); 0 = only the final adapter.",
+        "Save a resumable checkpoint every this many optimizer steps (--resume continues from the newest complete one); 0 = only the final adapter.",
     )
-    save_total_limit: Optional[int] = knob(
-        2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all."
-    )
+    save_total_limit: Optional[int] = knob(2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all.")
     keep_checkpoints: bool = knob(
         False,
         "Leave the checkpoints (adapter plus optimizer state, about three times the adapter's size) "
@@ -191,18 +152,15 @@ class TrainConfig:
     )
     gradient_checkpointing: Optional[bool] = knob(
         None,
-        "Recompute activations in the backward pass (much less memory, about 30% slower); null = "
-        "on only when thinktune's memory plan says the run would not fit the device otherwise.",
+        "Recompute activations in the backward pass (much less memory, about 30% slower); null = on only when thinktune's memory plan says the run would not fit the device otherwise.",
     )
     packing: bool = knob(
         False,
-        "Pack each batch's rows into one sequence with a block-diagonal attention mask, so no "
-        "padding is computed (length grouping already leaves little).",
+        "Pack each batch's rows into one sequence with a block-diagonal attention mask, so no padding is computed (length grouping already leaves little).",
     )
     head_on_labels: bool = knob(
         True,
-        "Compute the output head and loss only at positions that have a label, in chunks: the "
-        "same loss without logits for prompt and pad positions.",
+        "Compute the output head and loss only at positions that have a label, in chunks: the same loss without logits for prompt and pad positions.",
     )
     seed: int = knob(42, "Random seed for the data split, sampling, shuffling and LoRA init.")
 
@@ -252,9 +210,7 @@ def _coerce(name: str, value: Any, typ: Any, choices: tuple | None, where: str) 
         list: isinstance(value, list) or isinstance(value, str),
     }[base]
     if not ok:
-        raise ConfigError(
-            f"{where}: '{name}' must be a {base.__name__}, got {value!r} ({type(value).__name__})."
-        )
+        raise ConfigError(f"{where}: '{name}' must be a {base.__name__}, got {value!r} ({type(value).__name__}).")
     if base is float:
         value = float(value)
     if base is list and isinstance(value, str):
@@ -301,8 +257,10 @@ def check(cfg: Config, where: str) -> Config:
         (0 <= cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1"),
-        (cfg.train.rows_per_pass is None or (cfg.train.rows_per_pass >= 1 and cfg.train.batch_size % cfg.train.rows_per_pass == 0),
-         "train.rows_per_pass must be at least 1 and divide train.batch_size (or null)"),
+        (
+            cfg.train.rows_per_pass is None or (cfg.train.rows_per_pass >= 1 and cfg.train.batch_size % cfg.train.rows_per_pass == 0),
+            "train.rows_per_pass must be at least 1 and divide train.batch_size (or null)",
+        ),
         (cfg.train.epochs > 0 and cfg.train.lr > 0, "train.epochs and train.lr must be positive"),
         (cfg.lora.r >= 1, "lora.r must be at least 1"),
         (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be at least 1 (or null for all rows)"),
@@ -316,8 +274,10 @@ def check(cfg: Config, where: str) -> Config:
     return cfg
 
 
-def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply `key=value` overrides."""
+def load(path: str | Path | None, overrides: Sequence[str] = (), values: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None), apply `section.key=value` text
+    overrides (--set), then typed `values` ({"train.lr": 3e-4}: what CLI flags set), each checked
+    against its declared type and choices."""
     raw: dict = {}
     if path is not None:
         p = Path(path)
@@ -334,7 +294,11 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"--set {item}: section '{section}' is not a mapping in {path}.")
         raw[section][key] = value
     where = str(path) if path else "config"
-    return check(from_dict(raw, where=where), where)
+    cfg = from_dict(raw, where=where)
+    for dotted, value in (values or {}).items():
+        section, key = dotted.split(".", 1)
+        _apply_section(cfg, section, {key: value}, f"--{key.replace('_', '-')}")
+    return check(cfg, where)
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:

@@ -6,8 +6,10 @@ import textwrap
 from pathlib import Path
 
 from .atomic import write_json
-from .evaluate.generate import Decoding, generate_all
-from .train import run_training
+from .console import Console
+from .decoding import Decoding
+from .evaluate.generate import generate_all
+from .sft import train
 
 SHOW_CHARS = 1200  # characters of each answer printed; the full text goes to demo.json
 
@@ -19,14 +21,15 @@ def think_shape(text: str) -> dict:
 
 
 def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 1024) -> dict:
-    summary, model, tokenizer, data = run_training(cfg)
+    trained = train(cfg, on_event=Console())
+    summary, model, tokenizer, data = trained.summary, trained.model, trained.tokenizer, trained.data
     out = Path(cfg.train.output_dir)
     held = data.val[:n_questions]
     prompts = [ex["input_ids"][: ex["prompt_tokens"]] for ex in held]
     print(f"\nGenerating answers to {len(prompts)} held-out questions, before and after (greedy, up to {max_new_tokens} tokens) ...", flush=True)
     # Greedy; a 135M model loops under pure greedy decoding, so both sides get the same mild
     # repetition penalty.
-    dec = Decoding(max_new_tokens=max_new_tokens, repetition_penalty=1.1, batch_size=len(prompts))
+    dec = Decoding(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.1, batch_size=len(prompts))
     with model.disable_adapter():
         before, _ = generate_all(model, tokenizer, prompts, dec, desc="base model")
     after, _ = generate_all(model, tokenizer, prompts, dec, desc="fine-tuned")
@@ -58,8 +61,7 @@ def print_demo(result: dict, out: Path) -> None:
     for i, q in enumerate(result["questions"], start=1):
         b, a = q["base"], q["tuned"]
         print(
-            f"Question {i}: opens with <think>: before {_yn(b['opens_think'])}, after {_yn(a['opens_think'])}; "
-            f"closes </think>: before {_yn(b['closes_think'])}, after {_yn(a['closes_think'])}"
+            f"Question {i}: opens with <think>: before {_yn(b['opens_think'])}, after {_yn(a['opens_think'])}; closes </think>: before {_yn(b['closes_think'])}, after {_yn(a['closes_think'])}"
         )
     print(f"Full outputs: {out / 'demo.json'}; loss curve: {out / 'loss_curve.png'}")
 

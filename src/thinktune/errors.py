@@ -4,6 +4,8 @@
 class UserError(Exception):
     """Bad input or a bad setting. The message is one paragraph that names what to fix."""
 
+    exit_code = 2
+
 
 class DataError(UserError):
     """A data file that cannot be used as it is (names the file, the rows and the field)."""
@@ -11,3 +13,9 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config file or --set override that does not match the documented settings."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients stopped being finite numbers; the CLI exits with code 3."""
+
+    exit_code = 3

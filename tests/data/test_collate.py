@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import R1_EOS, tiny_model
 
+from conftest import R1_EOS, tiny_model
 from thinktune.config import DataConfig
 from thinktune.data import Collator
 from thinktune.data.encode import IGNORE_INDEX

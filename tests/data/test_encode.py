@@ -3,8 +3,8 @@
 import doctest
 
 import pytest
-from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_THINK_END, R1_USER
 
+from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_THINK_END, R1_USER
 from thinktune.config import DataConfig
 from thinktune.data import encode as encode_mod
 from thinktune.data import render as render_mod
@@ -108,8 +108,10 @@ def test_chat_template_alone_would_drop_reasoning(r1_tokenizer):
 
 
 def test_messages_format(r1_tokenizer):
-    rows = [{"messages": [{"role": "user", "content": "Q1?"}, {"role": "assistant", "content": "<think>\nR1.\n</think>\n\nA1."}]},
-            {"messages": [{"role": "user", "content": "Q2?"}, {"role": "assistant", "content": "A2.", "reasoning_content": "R2."}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "Q1?"}, {"role": "assistant", "content": "<think>\nR1.\n</think>\n\nA1."}]},
+        {"messages": [{"role": "user", "content": "Q2?"}, {"role": "assistant", "content": "A2.", "reasoning_content": "R2."}]},
+    ]
     cfg = DataConfig(path="mem", format="messages", limit=None, val_fraction=0.0, val_min_rows=0)
     prepared = prepare(cfg, r1_tokenizer, rows=rows)
     got = sorted(r1_tokenizer.decode(_labelled(ex)) for ex in prepared.train)

@@ -92,7 +92,9 @@ def test_rows_that_ask_the_same_question_stay_on_one_side(r1_tokenizer, shared_e
         assert 1 <= p.report.val_rows <= 10  # half of 20 rows at most, whole groups only
     assert sides == {"train", "val"}  # the group is held out under some seeds, trained under others
     plain = prepare(cfg, r1_tokenizer, seed=3, rows=shared_en[10:30])
-    assert plain.report.duplicate_groups == 0 and [e["row"] for e in plain.val] == [e["row"] for e in prepare(cfg, r1_tokenizer, seed=3, rows=shared_en[10:30]).val]
+    assert plain.report.duplicate_groups == 0 and [e["row"] for e in plain.val] == [
+        e["row"] for e in prepare(cfg, r1_tokenizer, seed=3, rows=shared_en[10:30]).val
+    ]
 
 
 def test_rows_that_lose_their_answer_warn_and_all_lost_is_refused(r1_tokenizer, shared_en):
@@ -112,7 +114,8 @@ def test_rows_that_lose_their_answer_warn_and_all_lost_is_refused(r1_tokenizer, 
     lost = sum(e["answer_start"] >= m for e in full.values())
     assert some.report.train_answer_lost == lost == 6
     assert [w for w in some.report.warnings if "lose their whole answer" in w] == [
-        f"6 of 12 training rows lose their whole answer to max_length {m} (data.overflow=truncate): they teach the model to think and never answer; raise data.max_length or use data.overflow=drop."]
+        f"6 of 12 training rows lose their whole answer to max_length {m} (data.overflow=truncate): they teach the model to think and never answer; raise data.max_length or use data.overflow=drop."
+    ]
     refuse_answerless(some.report)  # some answers remain: a warning, not an error
     few = prepare(DataConfig(**{**cut.__dict__, "max_length": starts[9] + 1}), r1_tokenizer, rows=shared_en[:12])
     assert few.report.train_answer_lost == 2 and not any("lose their whole answer" in w for w in few.report.warnings)  # 2 of 12: under a quarter

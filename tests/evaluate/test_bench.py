@@ -4,8 +4,8 @@ import json
 import random
 
 import pytest
-from conftest import ROOT, SHARED, missing
 
+from conftest import ROOT, SHARED, missing
 from thinktune.errors import DataError, UserError
 from thinktune.evaluate.bench import (
     ANSWER_SUFFIX,
@@ -37,9 +37,7 @@ def cmb_raw_rows(eval_dir) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-@pytest.mark.parametrize(
-    "name,count,fmt", [("medqa", 1273, "mcq"), ("medmcqa", 4183, "mcq"), ("pubmedqa", 1000, "mcq"), ("cmb", 904, "cmb")]
-)
+@pytest.mark.parametrize("name,count,fmt", [("medqa", 1273, "mcq"), ("medmcqa", 4183, "mcq"), ("pubmedqa", 1000, "mcq"), ("cmb", 904, "cmb")])
 def test_real_files_load_with_exact_counts(eval_dir, name, count, fmt):
     items, got_fmt = load_bench(name, data_dir=eval_dir)
     assert (len(items), got_fmt) == (count, fmt)
@@ -118,13 +116,15 @@ def test_cmb_prompt_header(eval_dir):
 
 def test_cmb_prompt_with_exam_meta_and_header_not_doubled():
     options = {"A": "甲", "B": "乙"}
-    item = Item("x", "问题\nA. 甲\nB. 乙", options, "A",
-                {"exam_type": "医师考试", "exam_class": "执业医师", "question_type": "单项选择题"})
-    assert render_question(item, "cmb") == (
-        "以下是中国医师考试中执业医师考试的一道单项选择题，请分析每个选项，并最后给出答案。\n问题\nA. 甲\nB. 乙"
+    item = Item("x", "问题\nA. 甲\nB. 乙", options, "A", {"exam_type": "医师考试", "exam_class": "执业医师", "question_type": "单项选择题"})
+    assert render_question(item, "cmb") == ("以下是中国医师考试中执业医师考试的一道单项选择题，请分析每个选项，并最后给出答案。\n问题\nA. 甲\nB. 乙")
+    headed = Item(
+        "y",
+        "以下是中国医师考试中执业医师考试的一道单项选择题，请分析每个选项，并最后给出答案。\n问题\nA. 甲\nB. 乙",
+        options,
+        "A",
+        {"exam_type": "医师考试", "exam_class": "执业医师"},
     )
-    headed = Item("y", "以下是中国医师考试中执业医师考试的一道单项选择题，请分析每个选项，并最后给出答案。\n问题\nA. 甲\nB. 乙",
-                  options, "A", {"exam_type": "医师考试", "exam_class": "执业医师"})
     assert render_question(headed, "cmb") == headed.question
     assert CMB_PROMPT.startswith("以下是中国{exam_type}") and CMB_PROMPT_NO_EXAM.endswith("{question}")
     with pytest.raises(ValueError):
@@ -184,8 +184,7 @@ def write_json(tmp_path, rows, name="bad.json"):
 
 def write_jsonl(tmp_path, lines, name="bad.jsonl"):
     path = tmp_path / name
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                    encoding="utf-8")
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
     return path
 
 

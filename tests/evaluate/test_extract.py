@@ -19,7 +19,13 @@ NESTED = {"A": "Cherubism", "B": "Pagets disease and osteopetrosis", "C": "Paget
 
 CASES = [
     # (name, full model output, options, expected letter, expected how)
-    ("think then answer is", "<think>\nThe attending asks to hide a complication. Option A is tempting.\n</think>\n\nThe answer is B.", MEDQA, "B", "answer_is"),
+    (
+        "think then answer is",
+        "<think>\nThe attending asks to hide a complication. Option A is tempting.\n</think>\n\nThe answer is B.",
+        MEDQA,
+        "B",
+        "answer_is",
+    ),
     ("template opened think", "Okay, the resident cut a tendon... A? No.\n</think>\nThe answer is (B)", MEDQA, "B", "answer_is"),
     ("answer inside think ignored", "<think>So the answer is A.</think>\nAnswer: C", MEDQA, "C", "answer_is"),
     ("last answer wins", "</think>\nAt first the answer is A, but on reflection the correct answer is D.", MEDQA, "D", "answer_is"),
@@ -29,7 +35,13 @@ CASES = [
     ("answer is option", "</think>\nThe best answer is option D.", MEDQA, "D", "answer_is"),
     ("boxed", "</think>\nAnswer: \\boxed{A}", MEDQA, "A", "answer_is"),
     ("lowercase letter", "</think>\nso the answer is b.", MEDQA, "B", "answer_is"),
-    ("lowercase article is not a letter", "</think>\nThe answer is a disclosure: **B. Tell the attending that he cannot fail to disclose this mistake**", MEDQA, "B", "bold"),
+    (
+        "lowercase article is not a letter",
+        "</think>\nThe answer is a disclosure: **B. Tell the attending that he cannot fail to disclose this mistake**",
+        MEDQA,
+        "B",
+        "bold",
+    ),
     ("answer_is beats a later bold", "</think>\n**C. Report the physician** is too early. The answer is B.\n\n**D**", MEDQA, "B", "answer_is"),
     ("answer_is beats a later letter line", "</think>\nThe answer is B.\n\nA", MEDQA, "B", "answer_is"),
     ("letter not among options", "</think>\nThe answer is F.", MEDQA, None, "unparsed"),
@@ -38,7 +50,13 @@ CASES = [
     ("never closed think", "<think>\nTendon injury, ethics... the answer is B, I think, but let me check", MEDQA, None, "unparsed"),
     ("empty output", "", MEDQA, None, "unparsed"),
     ("option text only", "</think>\nThe resident should tell the attending that he cannot fail to disclose this mistake.", MEDQA, "B", "option_text"),
-    ("two option texts ambiguous", "</think>\nRefuse to dictate the operative report, or report the physician to the ethics committee.", MEDQA, None, "unparsed"),
+    (
+        "two option texts ambiguous",
+        "</think>\nRefuse to dictate the operative report, or report the physician to the ethics committee.",
+        MEDQA,
+        None,
+        "unparsed",
+    ),
     ("letter line", "</think>\n\nB", MEDQA, "B", "letter_line"),
     ("letter line last wins", "</think>\nA.\nHmm.\n(C)", MEDQA, "C", "letter_line"),
     ("lowercase letter line is not read", "</think>\nb", MEDQA, None, "unparsed"),

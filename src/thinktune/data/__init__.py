@@ -1,4 +1,4 @@
-"""Data stages: load -> select -> validate -> render -> encode -> fit -> split -> collate."""
+"""Data stages: load -> select -> validate -> render -> encode -> cut -> split -> collate."""
 
 from .collate import Collator, PackingCollator
 from .encode import IGNORE_INDEX, encode_example

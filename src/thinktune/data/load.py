@@ -70,7 +70,9 @@ def _read_jsonl(p: Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise DataError(f"Data file {p}, line {lineno}: not valid JSON ({e.msg}, column {e.colno}). Each line of a .jsonl file must be one JSON object.") from None
+                raise DataError(
+                    f"Data file {p}, line {lineno}: not valid JSON ({e.msg}, column {e.colno}). Each line of a .jsonl file must be one JSON object."
+                ) from None
     _check_objects(p, rows)
     return rows
 
@@ -78,7 +80,9 @@ def _read_jsonl(p: Path) -> list[dict]:
 def _check_objects(p: Path, rows: list) -> None:
     bad = [i + 1 for i, r in enumerate(rows) if not isinstance(r, dict)]
     if bad:
-        raise DataError(f"Data file {p}: {len(bad)} rows are not JSON objects (first rows: {', '.join(map(str, bad[:5]))}); each row must be an object with named fields.")
+        raise DataError(
+            f"Data file {p}: {len(bad)} rows are not JSON objects (first rows: {', '.join(map(str, bad[:5]))}); each row must be an object with named fields."
+        )
 
 
 def _read_hub(name: str, hub_config: str | None, split: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The data pipeline as named stages: load -> select -> validate -> render -> encode -> fit -> split.
+"""The data pipeline as named stages: load -> select -> validate -> render -> encode -> cut -> split.
 
 Each stage records what it dropped or cut, and every row ends with a fate that `thinktune data
 check` prints and the run summary counts.
@@ -83,8 +83,13 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
     report.warnings += vreport.warnings()
     report.template = "chat template" if has_template(tokenizer) else "plain (no chat template)"
 
-    encoded = [_encode(tokenizer, s, data_cfg.train_on_prompt) for s in samples]
-    kept = _fit(encoded, data_cfg, report, fates)
+    eos, encoded = eos_id(tokenizer), []
+    for sample in samples:
+        prompt_ids, completion_ids, answer_start = render_ids(tokenizer, sample)
+        ex = encode_example(prompt_ids, completion_ids, eos, data_cfg.train_on_prompt)  # the labels
+        # question: for display (demo, reports) and the split; the collator reads only ids and labels
+        encoded.append({**ex, "row": sample.row, "question": sample.messages[-1]["content"], "prompt_tokens": len(prompt_ids), "answer_start": answer_start})
+    kept = _cut(encoded, data_cfg, report, fates)
     train, val = _split(kept, data_cfg.val_fraction, data_cfg.val_min_rows, seed, data_cfg.path, report)
     for name, part in (("train", train), ("val", val)):
         for ex in part:
@@ -101,6 +106,27 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
         )
     report.rows = [fates[r] for r in sorted(fates)]
     return Prepared(train, val, report)
+
+
+def report_lines(r: DataReport) -> list[tuple[str, str]]:
+    """The data report for the console, as (level, text) lines: `train` and `data check` show it."""
+    lines = [
+        (
+            "info",
+            f"Data: {r.rows_read} rows read from {r.source}, {r.rows_selected} selected; "
+            f"max_length {r.max_length} ({r.max_length_reason}); {r.over_length} over it "
+            f"({r.dropped} dropped, {r.truncated} truncated, {r.answer_lost} would lose their whole answer); "
+            f"{r.train_rows} train / {r.val_rows} held-out rows; {r.trained_tokens:,} labelled tokens per epoch.",
+        )
+    ]
+    if r.duplicate_groups:
+        lines.append(
+            (
+                "info",
+                f"Duplicates: {r.duplicate_groups} question(s) asked by more than one row ({r.duplicate_rows} rows); each such group is kept whole on one side of the train / held-out split.",
+            )
+        )
+    return lines + [("warning", w) for w in r.warnings]
 
 
 def refuse_answerless(report: DataReport) -> None:
@@ -135,23 +161,19 @@ def _select(n: int, limit: int | None, how: str, seed: int) -> list[int]:
     return list(range(limit))
 
 
-def _encode(tokenizer, sample, train_on_prompt: bool) -> dict:
+def render_ids(tokenizer, sample) -> tuple[list[int], list[int], int]:
+    """A sample's prompt and completion as token ids, and where its answer starts (a row cut
+    before that keeps no answer at all)."""
     prompt = render_prompt(tokenizer, sample.messages)
     completion = render_completion(prompt, sample.cot, sample.response)
     prompt_ids = tokenize(tokenizer, prompt)
     if not has_template(tokenizer):
         prompt_ids = bos_prefix(tokenizer) + prompt_ids
-    completion_ids = tokenize(tokenizer, completion)
-    ex = encode_example(prompt_ids, completion_ids, eos_id(tokenizer), train_on_prompt)
-    ex["row"] = sample.row
-    ex["question"] = sample.messages[-1]["content"]  # for display (demo, reports); the collator ignores it
-    ex["prompt_tokens"] = len(prompt_ids)
-    # Where the answer starts: a row cut before it keeps no answer at all.
-    ex["answer_start"] = len(prompt_ids) + len(tokenize(tokenizer, answer_prefix(completion, sample.response)))
-    return ex
+    answer_start = len(prompt_ids) + len(tokenize(tokenizer, answer_prefix(completion, sample.response)))
+    return prompt_ids, tokenize(tokenizer, completion), answer_start
 
 
-def _fit(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict]:
+def _cut(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict]:
     """Choose max_length and drop or truncate the rows above it, counting each."""
     lengths = [len(e["input_ids"]) for e in encoded]
     if not lengths:
@@ -213,7 +235,9 @@ def _split(kept: list[dict], fraction: float, min_rows: int, seed: int, source: 
     if n_val and not val_idx:
         g = min(order, key=len)
         if len(g) > len(kept) // 2:
-            raise DataError(f"Data file {source}: {len(g)} of {len(kept)} rows ask the same question, so no row can be held out without its question also being trained; add other questions or set data.val_fraction=0.")
+            raise DataError(
+                f"Data file {source}: {len(g)} of {len(kept)} rows ask the same question, so no row can be held out without its question also being trained; add other questions or set data.val_fraction=0."
+            )
         val_idx.update(g)
     train = [e for i, e in enumerate(kept) if i not in val_idx]
     val = [e for i, e in enumerate(kept) if i in val_idx]

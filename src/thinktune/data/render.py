@@ -10,13 +10,23 @@ Template revisions differ: some generation prompts already end with `<think>\\n`
 
 from __future__ import annotations
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # the one definition of the think tags
 
 # For base models without a chat template (documented in the README).
 PLAIN_SYSTEM = "{system}\n\n"
 PLAIN_USER = "### Question:\n{content}\n\n"
 PLAIN_ASSISTANT = "### Answer:\n{content}\n\n"
 PLAIN_GENERATION = "### Answer:\n"
+
+
+def opens_think(prompt: str) -> bool:
+    """Does the rendered prompt already open the thinking (template revisions that end the
+    generation prompt with `<think>`)? Then the model's output starts inside it.
+
+    >>> opens_think("<｜Assistant｜><think>\\n"), opens_think("<｜Assistant｜>")
+    (True, False)
+    """
+    return prompt.rstrip().endswith(THINK_OPEN)
 
 
 def has_template(tokenizer) -> bool:
@@ -47,11 +57,9 @@ def render_completion(prompt: str, cot: str, response: str) -> str:
     'Think.\\n</think>\\n\\nAnswer.'
     """
     body = f"{cot}\n{THINK_CLOSE}\n\n{response}"
-    if prompt.endswith(THINK_OPEN + "\n"):
-        return body
-    if prompt.endswith(THINK_OPEN):
-        return "\n" + body
-    return f"{THINK_OPEN}\n{body}"
+    if not opens_think(prompt):
+        return f"{THINK_OPEN}\n{body}"
+    return body if prompt.endswith("\n") else "\n" + body
 
 
 def answer_prefix(completion: str, response: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import DataError
 
@@ -41,7 +42,8 @@ def validate_columns(rows: list[dict], cfg, source: str, numbers: list[int] | No
     problems: dict[tuple[str, str], list[int]] = defaultdict(list)
     samples = []
     for i, row in zip(numbers or range(1, len(rows) + 1), rows):
-        values, ok = [], True
+        values: list = []
+        ok = True
         for name in fields:
             value = row.get(name)
             kind = _problem(name in row, value)
@@ -63,7 +65,7 @@ def validate_messages(rows: list[dict], cfg, source: str, numbers: list[int] | N
     samples = []
     key = cfg.messages_field
     for i, row in zip(numbers or range(1, len(rows) + 1), rows):
-        msgs = row.get(key)
+        msgs: Any = row.get(key)
         kind = _messages_problem(msgs)
         if kind:
             problems[(key, kind)].append(i)

@@ -23,6 +23,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 from ..errors import DataError, UserError
 
@@ -75,9 +76,7 @@ def default_data_dir() -> Path:
     return Path(env) if env else (Path.cwd() / ".." / "shared" / "data" / "eval").resolve()
 
 
-def load_bench(
-    name_or_path: str, data_dir: Path | None = None, limit: int | None = None, seed: int | None = None
-) -> tuple[list[Item], str]:
+def load_bench(name_or_path: str, data_dir: Path | None = None, limit: int | None = None, seed: int | None = None) -> tuple[list[Item], str]:
     """Load a benchmark by name (medqa, medmcqa, pubmedqa, cmb) or from a file path.
 
     Returns the items and the format name ("mcq" or "cmb"), which ``render_question`` needs.
@@ -152,15 +151,11 @@ class _Problems:
             parts.append(f"{what} in {len(rows)} {self.unit}{plural} ({self.unit} {shown})")
         counted = "Rows are counted from 1" if self.unit == "row" else "Lines are counted from 1"
         raise DataError(
-            f"Benchmark file {self.path}: {bad} of {n_rows} {self.unit}s cannot be used: {'; '.join(parts)}. "
-            f"{counted}. {self.shape} Nothing was loaded."
+            f"Benchmark file {self.path}: {bad} of {n_rows} {self.unit}s cannot be used: {'; '.join(parts)}. {counted}. {self.shape} Nothing was loaded."
         )
 
 
-_MCQ_SHAPE = (
-    f"Each row must be an object with a non-empty 'question', 'options' mapping {MIN_OPTIONS} to "
-    f"{MAX_OPTIONS} capital letters to non-empty text, and an 'answer_idx' that is one of those letters."
-)
+_MCQ_SHAPE = f"Each row must be an object with a non-empty 'question', 'options' mapping {MIN_OPTIONS} to {MAX_OPTIONS} capital letters to non-empty text, and an 'answer_idx' that is one of those letters."
 _CMB_SHAPE = (
     "Each line must be a JSON object with a non-empty 'prompt' that ends with one option per line "
     f"('A. text', {MIN_OPTIONS} to {MAX_OPTIONS} of them, from A in order), and a 'gt_answer' that is "
@@ -174,8 +169,7 @@ def _read_mcq(path: Path) -> list[Item]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(
-            f"Benchmark file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
-            "It must be one JSON list of question objects."
+            f"Benchmark file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. It must be one JSON list of question objects."
         ) from None
     if not isinstance(data, list) or not data:
         got = "an empty list" if data == [] else f"a {type(data).__name__}"
@@ -184,7 +178,7 @@ def _read_mcq(path: Path) -> list[Item]:
     items = [_mcq_item(n, row, problems) for n, row in enumerate(data, start=1)]
     _check_ids(items, problems)
     problems.raise_if_any(len(data))
-    return items
+    return [i for i in items if i is not None]  # all of them: a None was a problem, raised above
 
 
 def _mcq_item(n: int, row, problems: _Problems) -> Item | None:
@@ -192,7 +186,7 @@ def _mcq_item(n: int, row, problems: _Problems) -> Item | None:
         problems.add(n, "the row is not a JSON object")
         return None
     ok = _check_text(n, row, "question", problems)
-    options = row.get("options")
+    options: Any = row.get("options")
     if "options" not in row:
         problems.add(n, "field 'options' is missing")
         ok = False
@@ -248,7 +242,7 @@ def _row_id(row: dict, n: int) -> str:
     return str(row["id"]) if row.get("id") is not None else str(n)
 
 
-def _check_ids(items: list[Item | None], problems: _Problems, numbers: list[int] | None = None) -> None:
+def _check_ids(items: Sequence[Item | None], problems: _Problems, numbers: list[int] | None = None) -> None:
     """Ids must be unique: paired comparisons of two runs join on them."""
     seen = set()
     for i, item in enumerate(items):
@@ -300,7 +294,7 @@ def _cmb_item(n: int, row, problems: _Problems) -> Item | None:
     elif ok and len(options) > MAX_OPTIONS:
         problems.add(n, f"field 'prompt' has more than {MAX_OPTIONS} option lines")
         ok = False
-    gold = row.get("gt_answer")
+    gold: Any = row.get("gt_answer")
     if "gt_answer" not in row:
         problems.add(n, "field 'gt_answer' is missing")
         ok = False
@@ -370,7 +364,5 @@ def _cmb_text(item: Item) -> str:
     question_type = item.meta.get("question_type") or CMB_DEFAULT_QUESTION_TYPE
     exam_type, exam_class = item.meta.get("exam_type"), item.meta.get("exam_class")
     if exam_type and exam_class:
-        return CMB_PROMPT.format(
-            exam_type=exam_type, exam_class=exam_class, question_type=question_type, question=item.question
-        )
+        return CMB_PROMPT.format(exam_type=exam_type, exam_class=exam_class, question_type=question_type, question=item.question)
     return CMB_PROMPT_NO_EXAM.format(question_type=question_type, question=item.question)

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
-from .generate import Decoding
-from .report import write_reports
 from ..atomic import write_json, write_jsonl
-from .run import heldout_file_rows, load_for_eval, rows_loss, run_bench, run_heldout_rows, run_measure
+from ..decoding import Decoding
+from ..model import load_for_inference
+from ..run import read_metrics
+from .report import write_reports
+from .run import heldout_file_rows, rows_loss, run_bench, run_heldout_rows, run_measure
 from .stats import mcnemar_exact, paired_counts
 
 
-def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding, questions: str | None = None,
-            limit: int | None = None, seed: int | None = None, ask_answer_line: bool = False, n_side: int = 3) -> dict:
+def compare_models(
+    model_name: str,
+    adapter: str,
+    bench: str,
+    out: Path,
+    dec: Decoding,
+    questions: str | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    ask_answer_line: bool = False,
+    n_side: int = 3,
+) -> dict:
     """Run both models, write predictions, summary.json, report.md and report.html into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_for_eval(model_name, adapter)
-    kw = dict(limit=limit, seed=seed, ask_answer_line=ask_answer_line)
+    model, tokenizer = load_for_inference(model_name, adapter)
+    kw: dict[str, Any] = dict(limit=limit, seed=seed, ask_answer_line=ask_answer_line)
     # Held-out loss on --questions, else on the run's own held-out rows (rebuilt from its config).
     rows = heldout_file_rows(tokenizer, questions)[0] if questions else run_heldout_rows(adapter, tokenizer)
     source = questions or (f"held-out rows of {adapter}" if rows else None)
@@ -42,13 +54,15 @@ def compare(model_name: str, adapter: str, bench: str, out: Path, dec: Decoding,
     write_jsonl(out / "predictions_base.jsonl", base_preds)
     write_jsonl(out / "predictions_tuned.jsonl", tuned_preds)
     write_json(out / "summary.json", summary)
-    metrics = Path(adapter) / "metrics.jsonl"
-    records = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
-    write_reports(summary, base_preds, tuned_preds, records, out)
+    write_reports(summary, base_preds, tuned_preds, read_metrics(Path(adapter) / "metrics.jsonl"), out)
     return summary
 
 
 def _side(b: dict, t: dict) -> dict:
-    return {"id": b["id"], "prompt": b["prompt"], "gold": b["gold"],
-            "base": {"think": b["think"], "answer": b["answer_text"], "extracted": b["extracted"]},
-            "tuned": {"think": t["think"], "answer": t["answer_text"], "extracted": t["extracted"]}}
+    return {
+        "id": b["id"],
+        "prompt": b["prompt"],
+        "gold": b["gold"],
+        "base": {"think": b["think"], "answer": b["answer_text"], "extracted": b["extracted"]},
+        "tuned": {"think": t["think"], "answer": t["answer_text"], "extracted": t["extracted"]},
+    }

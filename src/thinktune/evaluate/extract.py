@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from ..data.render import THINK_CLOSE, THINK_OPEN
+
 HOW = ("answer_is", "chinese", "bold", "letter_line", "option_text", "unparsed")
 
 # "The answer is (B)", "answer is: B.", "Answer: B", "correct answer is B", "final answer: **C**",
@@ -53,11 +54,11 @@ def split_think(text: str) -> tuple[str, str, bool]:
     if cut >= 0:
         think = text[:cut].lstrip()
         if think.startswith(THINK_OPEN):
-            think = think[len(THINK_OPEN):]
-        return think.strip(), text[cut + len(THINK_CLOSE):].strip(), True
+            think = think[len(THINK_OPEN) :]
+        return think.strip(), text[cut + len(THINK_CLOSE) :].strip(), True
     stripped = text.lstrip()
     if stripped.startswith(THINK_OPEN):
-        return stripped[len(THINK_OPEN):].strip(), "", False
+        return stripped[len(THINK_OPEN) :].strip(), "", False
     return "", text.strip(), False
 
 
@@ -83,7 +84,7 @@ def _stated_letters(pattern: re.Pattern, text: str) -> list[str]:
     for m in pattern.finditer(text):
         letter = m.group("letter")
         if letter.islower() and not m.group("open"):
-            rest = text[m.end():]
+            rest = text[m.end() :]
             if rest[:1] in (" ", "\t"):
                 continue
         out.append(letter.upper())

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-
-@dataclass
-class Decoding:
-    max_new_tokens: int = 2048  # room for R1-style thinking before the answer
-    temperature: float = 0.0  # 0 = greedy; DeepSeek advises 0.6 (with top_p 0.95) for R1 models
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    batch_size: int = 8
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from ..decoding import Decoding
 
 
 @torch.no_grad()
@@ -55,7 +43,7 @@ def generate_all(model, tokenizer, prompts: list[list[int]], dec: Decoding, desc
     """All prompts in batches of similar length (less padding), results in the input order.
     Returns the results and speed figures (items/s, generated tokens/s)."""
     model.eval()
-    if dec.temperature > 0:
+    if dec.temperature > 0 and dec.seed is not None:
         torch.manual_seed(dec.seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict | None] = [None] * len(prompts)
@@ -71,4 +59,4 @@ def generate_all(model, tokenizer, prompts: list[list[int]], dec: Decoding, desc
             bar.set_postfix(tokens_per_s=f"{generated / elapsed:.1f}")
     elapsed = time.perf_counter() - start
     speed = {"seconds": round(elapsed, 2), "items_per_second": round(len(prompts) / elapsed, 3), "tokens_per_second": round(generated / elapsed, 1)}
-    return results, speed
+    return [r for r in results if r is not None], speed  # every index was filled

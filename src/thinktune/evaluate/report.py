@@ -30,8 +30,10 @@ def plots(summary: dict, base_preds: list[dict], tuned_preds: list[dict], record
     out = {}
     fig, ax = plt.subplots(figsize=(5, 3.5))
     accs = [summary[k]["accuracy"] for k in ("base", "tuned")]
-    errs = [[a - summary[k]["accuracy_ci95"][0] for a, k in zip(accs, ("base", "tuned"))],
-            [summary[k]["accuracy_ci95"][1] - a for a, k in zip(accs, ("base", "tuned"))]]
+    errs = [
+        [a - summary[k]["accuracy_ci95"][0] for a, k in zip(accs, ("base", "tuned"))],
+        [summary[k]["accuracy_ci95"][1] - a for a, k in zip(accs, ("base", "tuned"))],
+    ]
     ax.bar(["base", "fine-tuned"], accs, yerr=errs, capsize=8, color=["#999999", "#3366cc"])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% interval)")
@@ -67,12 +69,29 @@ def rows(summary: dict) -> list[tuple[str, str, str, str]]:
         ("unparsed", _pct(b["unparsed_rate"]), _pct(t["unparsed_rate"]), "Outputs with no readable answer; they count as wrong."),
         ("closed </think>", _pct(b["closed_think_rate"]), _pct(t["closed_think_rate"]), "Outputs that finished their thinking section."),
         ("stopped on eos", _pct(b["eos_rate"]), _pct(t["eos_rate"]), "Outputs that ended by themselves before the token limit."),
-        ("think tokens mean / median", f"{b['think_tokens_mean']:.0f} / {b['think_tokens_median']:.0f}", f"{t['think_tokens_mean']:.0f} / {t['think_tokens_median']:.0f}", "Length of the reasoning."),
-        ("answer tokens mean / median", f"{b['answer_tokens_mean']:.0f} / {b['answer_tokens_median']:.0f}", f"{t['answer_tokens_mean']:.0f} / {t['answer_tokens_median']:.0f}", "Length of the text after the reasoning."),
+        (
+            "think tokens mean / median",
+            f"{b['think_tokens_mean']:.0f} / {b['think_tokens_median']:.0f}",
+            f"{t['think_tokens_mean']:.0f} / {t['think_tokens_median']:.0f}",
+            "Length of the reasoning.",
+        ),
+        (
+            "answer tokens mean / median",
+            f"{b['answer_tokens_mean']:.0f} / {b['answer_tokens_median']:.0f}",
+            f"{t['answer_tokens_mean']:.0f} / {t['answer_tokens_median']:.0f}",
+            "Length of the text after the reasoning.",
+        ),
     ]
     loss = summary.get("heldout_loss")
     if loss:
-        out.append(("held-out loss", f"{loss['base']['loss']:.4f}", f"{loss['tuned']['loss']:.4f}", "Mean per-token loss on the reasoning and answers of held-out rows; lower means the model finds them more likely."))
+        out.append(
+            (
+                "held-out loss",
+                f"{loss['base']['loss']:.4f}",
+                f"{loss['tuned']['loss']:.4f}",
+                "Mean per-token loss on the reasoning and answers of held-out rows; lower means the model finds them more likely.",
+            )
+        )
     return out
 
 
@@ -95,8 +114,7 @@ def write_reports(summary: dict, base_preds: list[dict], tuned_preds: list[dict]
 
 
 def _markdown(summary: dict, images: dict) -> str:
-    lines = [f"# {summary['model']} + {summary['adapter']} on {summary['bench']}", "",
-             "| measure | base | fine-tuned | what it means |", "|---|---|---|---|"]
+    lines = [f"# {summary['model']} + {summary['adapter']} on {summary['bench']}", "", "| measure | base | fine-tuned | what it means |", "|---|---|---|---|"]
     lines += [f"| {m} | {b} | {t} | {w} |" for m, b, t, w in rows(summary)]
     lines += ["", paired_sentence(summary), ""]
     lines += [f"![{n}]({n})" for n in images]
@@ -114,15 +132,22 @@ def _html(summary: dict, images: dict) -> str:
     imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(d).decode()}"></figure>' for n, d in images.items())
     sides = ""
     for s in summary["side_by_side"]:
-        cols = "".join(f"<div><h3>{side} (extracted: {e(_extracted(s[side]['extracted']))})</h3><pre class=think>{e(s[side]['think'])}</pre><pre>{e(s[side]['answer'])}</pre></div>" for side in ("base", "tuned"))
+        cols = "".join(
+            f"<div><h3>{side} (extracted: {e(_extracted(s[side]['extracted']))})</h3><pre class=think>{e(s[side]['think'])}</pre><pre>{e(s[side]['answer'])}</pre></div>"
+            for side in ("base", "tuned")
+        )
         sides += f"<h2>Item {e(s['id'])} (gold {e(s['gold'])})</h2><pre>{e(s['prompt'])}</pre><div class=cols>{cols}</div>"
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}td{border-bottom:1px solid #ddd;padding:4px 8px}"
-             ".w{color:#555;font-size:90%}pre{white-space:pre-wrap;background:#f6f6f6;padding:6px}.think{color:#777}"
-             ".cols{display:flex;gap:12px}.cols>div{flex:1}figure{display:inline-block}")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>thinktune compare</title><style>{style}</style></head><body>"
-            f"<h1>{e(summary['model'])} + {e(summary['adapter'])} on {e(summary['bench'])}</h1>"
-            f"<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>what it means</th></tr>{table}</table>"
-            f"<p>{e(paired_sentence(summary))}</p>{imgs}{sides}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}td{border-bottom:1px solid #ddd;padding:4px 8px}"
+        ".w{color:#555;font-size:90%}pre{white-space:pre-wrap;background:#f6f6f6;padding:6px}.think{color:#777}"
+        ".cols{display:flex;gap:12px}.cols>div{flex:1}figure{display:inline-block}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>thinktune compare</title><style>{style}</style></head><body>"
+        f"<h1>{e(summary['model'])} + {e(summary['adapter'])} on {e(summary['bench'])}</h1>"
+        f"<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>what it means</th></tr>{table}</table>"
+        f"<p>{e(paired_sentence(summary))}</p>{imgs}{sides}</body></html>"
+    )
 
 
 def _extracted(letter) -> str:

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-from pathlib import Path
 
 from ..data.encode import tokenize
-from ..data.render import THINK_OPEN, render_prompt
+from ..data.render import THINK_OPEN, opens_think, render_prompt
+from ..decoding import Decoding
 from ..errors import UserError
 from .bench import ANSWER_SUFFIX, CMB_ANSWER_SUFFIX, CMB_PROMPT, ENGLISH_PROMPT, load_bench, render_question
 from .extract import extract_choice, split_think
-from .generate import Decoding, generate_all
+from .generate import generate_all
 from .stats import wilson_interval
-
-
-def load_for_eval(model_name: str, adapter: str | None, device: str = "auto"):
-    """Base model (+ LoRA adapter from a run folder) in eval mode, and its tokenizer."""
-    from ..model import load_model, load_tokenizer, pick_device, pick_precision, resolve, weight_dtype
-
-    dev = pick_device(device)
-    source = resolve(model_name)
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, weight_dtype(pick_precision("auto", dev), dev), dev)
-    if adapter:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a thinktune run folder (or any PEFT adapter folder).")
-        try:
-            model = PeftModel.from_pretrained(model, adapter)
-        except (RuntimeError, ValueError, KeyError) as e:  # e.g. an adapter trained on another base
-            raise UserError(f"--adapter {adapter} does not fit {model_name}: {str(e).splitlines()[0][:300]}") from None
-    return model.eval(), tokenizer
 
 
 def bench_prompts(tokenizer, items, fmt: str, ask_answer_line: bool) -> tuple[list[str], list[list[int]]]:
@@ -48,9 +27,7 @@ def bench_prompts(tokenizer, items, fmt: str, ask_answer_line: bool) -> tuple[li
 def split_output(prompt_text: str, output: dict, tokenizer) -> dict:
     """Thinking and answer of one generation, with their token counts and the stop reason."""
     text = output["text"]
-    # Template revisions that open <think> in the prompt: the output starts inside the thinking.
-    opened_in_prompt = prompt_text.rstrip().endswith(THINK_OPEN)
-    think, answer, closed = split_think(THINK_OPEN + text if opened_in_prompt else text)
+    think, answer, closed = split_think(THINK_OPEN + text if opens_think(prompt_text) else text)
     return {
         "prompt": prompt_text,
         "output": text,
@@ -100,7 +77,9 @@ def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, lim
     texts, ids = bench_prompts(tokenizer, items, fmt, ask_answer_line)
     all_preds, runs, speeds = [], [], []
     for k in range(samples):
-        outputs, speed = generate_all(model, tokenizer, ids, Decoding(**{**dec.to_dict(), "seed": dec.seed + k}), desc=desc if samples == 1 else f"{desc} sample {k + 1}/{samples}")
+        outputs, speed = generate_all(
+            model, tokenizer, ids, Decoding(**{**dec.to_dict(), "seed": (dec.seed or 0) + k}), desc=desc if samples == 1 else f"{desc} sample {k + 1}/{samples}"
+        )
         preds = [{**score(it, t, o, tokenizer), "sample": k} for it, t, o in zip(items, texts, outputs)]
         all_preds += preds
         runs.append(summarize(preds))
@@ -111,13 +90,29 @@ def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, lim
         # built from the mean accuracy, and the spread across samples is reported beside it.
         accs = [r["accuracy"] for r in runs]
         mean = statistics.fmean(accs)
-        summary.update(items=len(items), correct=round(mean * len(items), 2), accuracy=mean,
-                       accuracy_ci95=list(wilson_interval(round(mean * len(items)), len(items))),
-                       samples=samples, accuracy_per_sample=accs, accuracy_mean=mean, accuracy_std=statistics.stdev(accs))
+        summary.update(
+            items=len(items),
+            correct=round(mean * len(items), 2),
+            accuracy=mean,
+            accuracy_ci95=list(wilson_interval(round(mean * len(items)), len(items))),
+            samples=samples,
+            accuracy_per_sample=accs,
+            accuracy_mean=mean,
+            accuracy_std=statistics.stdev(accs),
+        )
     summary["generation_tokens_per_second"] = round(sum(s["tokens_per_second"] for s in speeds) / len(speeds), 1)
     summary["items_per_second"] = round(sum(s["items_per_second"] for s in speeds) / len(speeds), 3)
     template = (CMB_PROMPT if fmt == "cmb" else ENGLISH_PROMPT) + ((CMB_ANSWER_SUFFIX if fmt == "cmb" else ANSWER_SUFFIX) if ask_answer_line else "")
-    summary.update(bench=bench, format=fmt, prompt_template=template, prompt_example=texts[0] if texts else "", ask_answer_line=ask_answer_line, decoding=dec.to_dict(), limit=limit, seed=seed)
+    summary.update(
+        bench=bench,
+        format=fmt,
+        prompt_template=template,
+        prompt_example=texts[0] if texts else "",
+        ask_answer_line=ask_answer_line,
+        decoding=dec.to_dict(),
+        limit=limit,
+        seed=seed,
+    )
     return all_preds, summary
 
 
@@ -127,7 +122,7 @@ def heldout_file_rows(tokenizer, path: str) -> tuple[list[dict], int]:
     from .. import config as config_mod
     from ..data import prepare
 
-    cfg = config_mod.load(None, [f"data.path={json.dumps(path)}", "data.limit=null", "data.val_fraction=0", "data.val_min_rows=0"])
+    cfg = config_mod.load(None, values={"data.path": path, "data.limit": None, "data.val_fraction": 0.0, "data.val_min_rows": 0})
     data = prepare(cfg.data, tokenizer)
     return data.train, data.report.dropped
 
@@ -135,13 +130,12 @@ def heldout_file_rows(tokenizer, path: str) -> tuple[list[dict], int]:
 def run_heldout_rows(run_dir: str, tokenizer) -> list[dict] | None:
     """The held-out rows of a thinktune run, rebuilt from its config (same data, seed, split);
     None when the run folder has no config or its data file is not reachable from here."""
-    from .. import config as config_mod
     from ..data import prepare
+    from ..run import run_config
 
-    cfg_path = Path(run_dir) / "config.yaml"
-    if not cfg_path.exists():
+    cfg = run_config(run_dir)
+    if cfg is None:
         return None
-    cfg = config_mod.load(cfg_path)
     try:
         return prepare(cfg.data, tokenizer, cfg.train.seed).val
     except UserError:
@@ -152,10 +146,9 @@ def run_measure(run_dir: str | None) -> tuple[str, int]:
     """How a thinktune run measured its held-out loss: its precision and its rows per pass, from
     its summary.json, so the same batches in the same precision give its own numbers again on any
     machine (issue 11). fp32, 2 rows for anything else (a plain PEFT folder, an unfinished run)."""
-    try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")) if run_dir else {}
-    except (OSError, ValueError):
-        summary = {}
+    from ..run import run_summary
+
+    summary = run_summary(run_dir)
     return summary.get("precision") or "fp32", summary.get("rows_per_pass") or 2
 
 
@@ -201,7 +194,9 @@ def file_prompts(path: str, tokenizer) -> tuple[list[str], list[list[int]]]:
             continue
         texts.append(render_prompt(tokenizer, [{"role": "user", "content": text}]))
     if bad:
-        raise DataError(f"Input file {path}: {len(bad)} rows have no non-empty 'prompt', 'question', 'Question' or 'messages' field (row {', '.join(map(str, bad[:5]))}); rows are counted from 1.")
+        raise DataError(
+            f"Input file {path}: {len(bad)} rows have no non-empty 'prompt', 'question', 'Question' or 'messages' field (row {', '.join(map(str, bad[:5]))}); rows are counted from 1."
+        )
     return texts, [tokenize(tokenizer, t) for t in texts]
 
 

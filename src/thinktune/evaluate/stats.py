@@ -59,9 +59,7 @@ def paired_counts(base_correct: list[bool], tuned_correct: list[bool]) -> dict:
     runs did not cover the same questions, and comparing them would be meaningless, so that raises.
     """
     if len(base_correct) != len(tuned_correct):
-        raise ValueError(
-            f"paired results must cover the same questions: {len(base_correct)} base vs {len(tuned_correct)} tuned"
-        )
+        raise ValueError(f"paired results must cover the same questions: {len(base_correct)} base vs {len(tuned_correct)} tuned")
     counts = {"both_right": 0, "base_only": 0, "tuned_only": 0, "both_wrong": 0}
     for base, tuned in zip(base_correct, tuned_correct):
         if base and tuned:

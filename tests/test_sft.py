@@ -107,8 +107,8 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
     """Issue 11: on any machine, auto's two decisions are run (THINKTUNE_CPU_BF16): bf16 autocast
     and fp32 give the same held-out loss within bf16's rounding, not bit for bit; compare's
     held-out loss, measured in the run's own precision, is the run's own eval loss in both."""
-    from thinktune.evaluate.run import load_for_eval, rows_loss, run_heldout_rows, run_measure
-    from thinktune.model import CPU_BF16_SWITCH
+    from thinktune.evaluate.run import rows_loss, run_heldout_rows, run_measure
+    from thinktune.model import CPU_BF16_SWITCH, load_for_inference
 
     runs = {}
     for value in ("native", "emulated"):
@@ -126,7 +126,7 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
     assert bf16["warnings"][0] in (tmp_path / "native" / "README.md").read_text()
     for value, s in runs.items():
         run_dir = str(tmp_path / value)
-        model, tok = load_for_eval(str(tiny_qwen2_dir), run_dir)
+        model, tok = load_for_inference(str(tiny_qwen2_dir), run_dir)
         rows = run_heldout_rows(run_dir, tok)
         precision, per_pass = run_measure(run_dir)
         assert (precision, per_pass) == (s["precision"], 1) and len(rows) == 2

@@ -1,0 +1,32 @@
+"""Generation settings, defined once (eval, compare, generate, chat, the demo); light to import,
+so the CLI builds its flags from it without loading torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import UserError
+
+
+@dataclass
+class Decoding:
+    """How text is generated: one definition for eval, compare, generate, chat and the demo.
+    The defaults are DeepSeek's advice for R1 models; a command that differs says why."""
+
+    max_new_tokens: int = 2048  # room for R1-style thinking before the answer
+    temperature: float = 0.6  # 0 = greedy
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    batch_size: int = 8
+    seed: int | None = 0  # None: a different sampling each time (chat)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            raise UserError(
+                f"Generation settings out of range (max_new_tokens {self.max_new_tokens}, batch_size {self.batch_size}, "
+                f"temperature {self.temperature}, top_p {self.top_p}, repetition_penalty {self.repetition_penalty}): "
+                "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more, top p in (0, 1]."
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,309 @@
+"""A run folder's life, for every training stage (SFT today; the RL stage uses the same).
+
+Layout of a finished run folder (`train.output_dir`): the PEFT adapter (adapter_config.json,
+adapter_model.safetensors), the tokenizer, config.yaml (every setting), metrics.jsonl (one line
+per logged step and held-out measurement), loss_curve.png, summary.json and README.md (the model
+card). It is built in `.<name>.partial/` beside the target and renamed into place only when
+complete, so a failed or killed run never leaves a half-written adapter or summary where a
+finished run would be. Checkpoints (train.save_steps) live in `.<name>.partial/checkpoints/`,
+sealed when complete; `--resume` continues from the newest sealed one. Under `torchrun` or
+`accelerate launch` every process trains, and only the main one writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
+from . import checkpoints
+from . import config as config_mod
+from .atomic import replace_dir, write_json, write_jsonl, write_text
+from .errors import UserError
+from .events import Event, Failed, Finished, Message, OnEvent, Started, failure, ignore
+from .plots import loss_curve
+
+MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")  # files that make a folder a run
+# Settings that may differ between a run and its --resume without changing what is trained.
+RESUME_FREE = {"train.overwrite", "train.logging_steps", "train.eval_steps", "train.save_steps", "train.save_total_limit", "train.keep_checkpoints"}
+
+
+# --- reading run folders (eval, compare, chat, merge and export use these) ---------------------
+
+
+def partial_dir(out: Path) -> Path:
+    return out.resolve().parent / f".{out.name}.partial"
+
+
+def run_config(run_dir: str | Path):
+    """The Config a run was trained with (its config.yaml), or None for a plain adapter folder."""
+    path = Path(run_dir) / "config.yaml"
+    return config_mod.load(path) if path.is_file() else None
+
+
+def run_summary(run_dir: str | Path | None) -> dict:
+    """A run's summary.json, or {} (a plain PEFT folder, an unfinished run)."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")) if run_dir else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def base_model_of(run_dir: Path) -> str:
+    """The base model a run folder was trained from: its config.yaml, else the adapter config."""
+    cfg = run_config(run_dir)
+    if cfg is not None:
+        return cfg.model.name
+    adapter_cfg = Path(run_dir) / "adapter_config.json"
+    if not adapter_cfg.exists():
+        raise UserError(f"{run_dir} holds no adapter (adapter_config.json); give a thinktune run folder.")
+    return json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+
+
+def base_model_for(model: str | None, adapter: str | None) -> str:
+    """--model if given, else the base the --adapter run folder was trained from."""
+    if model:
+        return model
+    if adapter:
+        return base_model_of(Path(adapter))
+    raise UserError("Give --model (or --adapter with a thinktune run folder, whose config names the base model).")
+
+
+def read_metrics(path: Path, up_to_step: int = 1 << 62) -> list[dict]:
+    """The records of a metrics log up to a step; a last line cut short by a crash is dropped."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("step", 1 << 62) <= up_to_step:
+                records.append(rec)
+    return records
+
+
+# --- a run in progress ----------------------------------------------------------------------
+
+
+class Run:
+    """The folder, the processes and the listener of one run. Use it as a context manager: entering
+    makes (or checks, for --resume) the partial folder; leaving on an error removes it unless it
+    holds a checkpoint worth resuming, and reports the failure; `publish` seals the finished run."""
+
+    def __init__(self, cfg, stage: str, resume: bool = False, on_event: OnEvent | None = None):
+        self.cfg, self.stage, self.resume = cfg, stage, resume
+        self.out = Path(cfg.train.output_dir)
+        self.work = partial_dir(self.out)
+        self.on_event = on_event or ignore
+        self.main = True  # until the processes are known
+        self.device, self.precision = "", ""
+        self.resume_from: str | None = None  # the checkpoint folder this run continues from
+        self.records: list[dict] = []  # metrics.jsonl so far
+        self.warnings: list[str] = []
+
+    # lifecycle
+
+    def __enter__(self) -> Run:
+        from .model import pick_device, pick_precision, quantization_config
+
+        try:
+            self.device = pick_device(self.cfg.model.device)
+            self.precision = pick_precision(self.cfg.model.precision, self.device)
+            quantization_config(self.cfg.model.load_in_4bit, self.device, torch.bfloat16)  # QLoRA off CUDA: fail before any write
+            self.state = PartialState(cpu=self.device == "cpu")  # one of N processes under torchrun / accelerate launch
+            self.main = self.state.is_main_process
+            self.resume_from, self.records = self.on_main(self._open)
+        except BaseException as e:
+            self.emit(failure(e))
+            raise
+        self.emit(Started(self.stage, str(self.out), self.start_step if self.resume_from else None))
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if error is None:
+            return
+        # Keep the partial run only when it holds a checkpoint worth resuming from.
+        last = checkpoints.latest_complete(self.work / "checkpoints")[0] if self.work.is_dir() else None
+        if self.main and self.work.is_dir() and last is None:
+            shutil.rmtree(self.work, ignore_errors=True)
+        try:
+            if isinstance(error, Exception) and not isinstance(error, UserError):
+                # Writers fail in their own words on a full disk (tokenizers: "os error 28", torch.save:
+                # "file write failed"); the free space says what happened.
+                checkpoints.raise_if_disk_full(self.work.parent, last, error)
+        except UserError as full:
+            self.emit(Failed(str(full), 2))
+            raise
+        self.emit(failure(error))
+
+    def publish(self, trainer, tokenizer, summary: dict, text: str) -> None:
+        """Save the adapter and every output into the partial folder, then rename it into place."""
+        summary["warnings"] = summary.get("warnings", []) + self.warnings
+        trainer.save_model(str(self.work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
+        if self.main:
+            (self.work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
+            self._write_outputs(tokenizer, summary)
+            replace_dir(self.work, self.out)
+        self.emit(Finished(str(self.out), summary, text))
+        self.state.wait_for_everyone()
+
+    # what the stage reports
+
+    def emit(self, event: Event) -> None:
+        if self.main:
+            self.on_event(event)
+
+    def say(self, text: str, level: str = "info") -> None:
+        """One line for the user; warnings are also kept for summary.json."""
+        if level == "warning":
+            self.warnings.append(text)
+        self.emit(Message(text, level))
+
+    def record(self, rec: dict) -> None:
+        """Append one metrics record (main process only writes metrics.jsonl)."""
+        self.records.append(rec)
+        if self.main:
+            with (self.work / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def plot(self) -> None:
+        """Redraw loss_curve.png from the records so far (a long run can be watched)."""
+        if self.main:
+            loss_curve(self.records, self.work / "loss_curve.png", title=f"{self.cfg.model.name} + LoRA r={self.cfg.lora.r}")
+
+    # where the run stands
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+    @property
+    def start_step(self) -> int:
+        """The optimizer step the run starts after (0 fresh; -1 so step 0 is measured too)."""
+        return checkpoints.step_of(Path(self.resume_from)) if self.resume_from else -1
+
+    @property
+    def resumed_tokens(self) -> int:
+        return checkpoints.read_seal(Path(self.resume_from))["tokens_seen"] if self.resume_from else 0
+
+    def on_main(self, fn):
+        """Run fn on the main process only and hand its result (or its error) to every process, so
+        that all of them stop together instead of the others waiting at a barrier forever."""
+        box: list[Any] = [None, None]
+        if self.main:
+            try:
+                box[0] = fn()
+            except UserError as e:
+                box[1] = str(e)
+        box = broadcast_object_list(box) if self.state.num_processes > 1 else box
+        if box[1] is not None:
+            raise UserError(box[1])
+        return box[0]
+
+    def check_space(self, tokenizer, trainable: int, train_rows: int) -> None:
+        """Fail before training when the disk cannot hold the checkpoints and the adapter."""
+        self.on_main(lambda: self._check_space(tokenizer, trainable, train_rows))
+
+    # inside
+
+    def _open(self) -> tuple[str | None, list[dict]]:
+        check_output_dir(self.out, self.cfg.train.overwrite)
+        if self.resume:
+            return self._reopen()
+        last = checkpoints.latest_complete(self.checkpoints)[0] if self.checkpoints.is_dir() else None
+        if last is not None and not self.cfg.train.overwrite:
+            raise UserError(
+                f"An interrupted run of {self.out} is in {self.work} with a complete checkpoint ({last.name}). Run the same command "
+                "with --resume to continue it, or with --overwrite to start again from scratch."
+            )
+        shutil.rmtree(self.work, ignore_errors=True)  # our own leftover with nothing worth keeping
+        try:
+            self.checkpoints.mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"Cannot create the run folder {self.work}: {e.strerror}. Choose a writable --out.") from e
+        write_text(self.work / "config.yaml", config_mod.dump(self.cfg))
+        return None, []
+
+    def _reopen(self) -> tuple[str, list[dict]]:
+        work, cfg = self.work, self.cfg
+        if not (work / "config.yaml").is_file():
+            done = " It already finished: its run folder is complete." if (self.out / "summary.json").is_file() else ""
+            raise UserError(f"Nothing to resume for {self.out}: there is no interrupted run in {work}.{done} Run without --resume to start one.")
+        changes = _config_changes(config_mod.load(work / "config.yaml"), cfg)
+        fatal = [c for c in changes if not c[0].startswith("train.")]
+        if fatal:
+            listed = "; ".join(f"{k} was {a!r}, now {b!r}" for k, a, b in fatal)
+            raise UserError(f"Cannot resume {work} with different model, data or LoRA settings ({listed}): the checkpoint would not fit them.")
+        for key, a, b in changes:
+            if key not in RESUME_FREE:
+                self.say(f"resuming with {key} changed from {a!r} to {b!r}; the result will differ from an uninterrupted run.", "warning")
+        last, skipped = checkpoints.latest_complete(self.checkpoints) if self.checkpoints.is_dir() else (None, [])
+        for folder, why in skipped:
+            self.say(f"skipping {folder.name}: {why}. Removing it.", "warning")
+            shutil.rmtree(folder, ignore_errors=True)
+        if last is None:
+            raise UserError(
+                f"Nothing to resume in {work}: it holds no complete checkpoint (train.save_steps={cfg.train.save_steps}). Run again with --overwrite to start from scratch."
+            )
+        records = read_metrics(work / "metrics.jsonl", checkpoints.step_of(last))
+        write_jsonl(work / "metrics.jsonl", records)
+        write_text(work / "config.yaml", config_mod.dump(cfg))
+        self.say(f"Resuming from {last} (step {checkpoints.step_of(last)}).")
+        return str(last), records
+
+    def _write_outputs(self, tokenizer, summary: dict) -> None:
+        from .card import model_card
+
+        work, cfg = self.work, self.cfg
+        tokenizer.save_pretrained(work)
+        write_text(work / "config.yaml", config_mod.dump(cfg))
+        self.records = read_metrics(work / "metrics.jsonl")
+        write_jsonl(work / "metrics.jsonl", self.records)  # rewritten whole: no line cut short survives
+        self.plot()
+        write_json(work / "summary.json", summary)
+        write_text(work / "README.md", model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card
+        if self.checkpoints.is_dir() and (not cfg.train.keep_checkpoints or not any(self.checkpoints.iterdir())):
+            shutil.rmtree(self.checkpoints)  # they exist to resume an unfinished run (issue 11)
+
+    def _check_space(self, tokenizer, trainable: int, train_rows: int) -> None:
+        t = self.cfg.train
+        # Each checkpoint holds a copy of the tokenizer: its JSON, plus ~1 MiB for the config and template.
+        tok_bytes = len(tokenizer.backend_tokenizer.to_str(pretty=True)) + (1 << 20) if tokenizer.is_fast else 8 << 20
+        steps = math.ceil(math.ceil(train_rows / (t.batch_size * self.state.num_processes)) / t.grad_accum * t.epochs)
+        saves = steps // t.save_steps + 1 if t.save_steps else 0  # the Trainer also saves the last step
+        kept = min(saves, (t.save_total_limit or saves) + 1)  # one more exists while the next is sealed
+        one = checkpoints.checkpoint_bytes(trainable, tok_bytes)
+        need = kept * one + 4 * trainable + (8 << 20)  # + the final adapter, metrics and plot
+        checkpoints.check_free_space(self.work, need, f"{kept} checkpoint(s) of ~{one / 2**20:,.1f} MiB and the final adapter")
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write over an existing run, and fail early on an unwritable folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"Output folder {out} exists and is a file; choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in MARKERS):
+            # Never delete a folder we did not write (e.g. --out runs, holding other runs).
+            raise UserError(f"Output folder {out} is not empty and holds no thinktune run; choose a new or empty folder for --out.")
+        if not overwrite:
+            raise UserError(f"Output folder {out} already holds a run; pass --overwrite (train.overwrite=true) to replace it, or choose another --out.")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the folder {parent} for --out {out}: {e.strerror}. Choose a writable --out.") from e
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"Cannot write into {parent}; choose a writable --out.")
+
+
+def _config_changes(old, new) -> list[tuple[str, object, object]]:
+    a, b = old.to_dict(), new.to_dict()
+    return [(f"{s}.{k}", a[s][k], b[s][k]) for s in b for k in b[s] if a.get(s, {}).get(k) != b[s][k]]

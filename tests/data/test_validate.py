@@ -1,0 +1,120 @@
+"""validate.py: raw rows to Samples; every bad row in one DataError naming file, rows and field."""
+
+import pytest
+
+from thinktune.config import DataConfig
+from thinktune.data.validate import Sample, ValidationReport, split_reasoning, validate_columns, validate_messages
+from thinktune.errors import DataError
+
+ROW = {"Question": " Q? ", "Complex_CoT": "\nR.\n", "Response": " A. "}
+
+
+def error(fn, rows, cfg=None, source="data.json", numbers=None) -> str:
+    with pytest.raises(DataError) as e:
+        fn(rows, cfg or DataConfig(), source, numbers)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.endswith("Nothing was written.")  # one paragraph
+    return msg
+
+
+def test_good_rows_become_samples_with_stripped_text():
+    samples, report = validate_columns([ROW, {**ROW, "Question": "Q2?"}], DataConfig(), "d.json")
+    assert samples == [Sample(1, [{"role": "user", "content": "Q?"}], "R.", "A."), Sample(2, [{"role": "user", "content": "Q2?"}], "R.", "A.")]
+    assert report == ValidationReport(2, []) and report.warnings() == []
+
+
+def test_system_prompt_and_other_column_names():
+    cfg = DataConfig(question_field="q", cot_field="why", response_field="a", system_prompt="Be careful.")
+    samples, _ = validate_columns([{"q": "Q", "why": "W", "a": "A", "extra": 1}], cfg, "d.json")
+    assert samples == [Sample(1, [{"role": "system", "content": "Be careful."}, {"role": "user", "content": "Q"}], "W", "A")]
+
+
+def test_bad_rows_name_the_file_the_rows_and_the_field():
+    rows = [ROW, {"Question": "Q"}, {**ROW, "Response": "  "}, {**ROW, "Complex_CoT": 7}, {**ROW, "Question": None}, {**ROW, "Response": ["A"]}]
+    msg = error(validate_columns, rows, source="/data/med.json")
+    assert msg.startswith("Data file /data/med.json: 5 of 6 rows cannot be used: ")
+    assert "field 'Complex_CoT' missing in 1 row (row 2)" in msg
+    assert "field 'Response' missing in 1 row (row 2)" in msg
+    assert "field 'Response' empty in 1 row (row 3)" in msg
+    assert "field 'Complex_CoT' not a string (e.g. int) in 1 row (row 4)" in msg
+    assert "field 'Question' null in 1 row (row 5)" in msg
+    assert "field 'Response' not a string (e.g. list) in 1 row (row 6)" in msg
+    assert "Every row needs non-empty text in 'Question', 'Complex_CoT', 'Response'" in msg
+
+
+def test_many_bad_rows_are_listed_five_then_dots_and_counted():
+    rows = [ROW] + [{**ROW, "Response": ""} for _ in range(7)]
+    msg = error(validate_columns, rows)
+    assert "data.json: 7 of 8 rows cannot be used: field 'Response' empty in 7 rows (row 2, 3, 4, 5, 6, ...)." in msg
+
+
+def test_row_numbers_are_the_sources_numbers():
+    rows = [ROW, {**ROW, "Question": ""}]
+    msg = error(validate_columns, rows, numbers=[10, 42])
+    assert "1 of 2 rows cannot be used: field 'Question' empty in 1 row (row 42)" in msg
+    samples, _ = validate_columns([ROW, ROW], DataConfig(), "d.json", numbers=[7, 9])
+    assert [s.row for s in samples] == [7, 9]
+
+
+def test_duplicates_are_reported_with_the_first_row():
+    rows = [ROW, {**ROW, "Question": "other"}, {**ROW, "Question": "Q?"}, {**ROW, "Question": "other "}, ROW]
+    samples, report = validate_columns(rows, DataConfig(), "d.json")
+    assert len(samples) == 5
+    assert report.rows == 5 and report.duplicates == [(3, 1), (4, 2), (5, 1)]  # compared after stripping
+    assert report.warnings() == ["3 rows repeat an earlier question (row 3 repeats row 1, row 4 repeats row 2, row 5 repeats row 1); they are kept."]
+
+
+def msg_row(question, assistant, **extra):
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": assistant, **extra}]}
+
+
+def test_messages_rows():
+    rows = [
+        msg_row("Q1?", "<think>\n R1. \n</think>\n\n A1. "),
+        msg_row("Q2?", "A2.", reasoning_content="R2."),
+        msg_row("Q3?", "A3.", reasoning=" R3. "),
+        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q4?"}, {"role": "assistant", "content": "<think>R4</think>A4"}]},
+    ]
+    samples, report = validate_messages(rows, DataConfig(format="messages"), "chat.jsonl")
+    assert [(s.row, s.cot, s.response) for s in samples] == [(1, "R1.", "A1."), (2, "R2.", "A2."), (3, "R3.", "A3."), (4, "R4", "A4")]
+    assert samples[3].messages == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q4?"}]
+    assert report.rows == 4 and report.duplicates == []
+
+
+def test_messages_system_prompt_is_added_only_where_there_is_none():
+    cfg = DataConfig(format="messages", system_prompt="Think.")
+    rows = [
+        msg_row("Q1?", "<think>r</think>a"),
+        {"messages": [{"role": "system", "content": "Own."}, {"role": "user", "content": "Q2?"}, {"role": "assistant", "content": "<think>r</think>a"}]},
+    ]
+    samples, _ = validate_messages(rows, cfg, "chat.jsonl")
+    assert samples[0].messages == [{"role": "system", "content": "Think."}, {"role": "user", "content": "Q1?"}]
+    assert samples[1].messages == [{"role": "system", "content": "Own."}, {"role": "user", "content": "Q2?"}]
+
+
+def test_bad_messages_rows_name_the_file_the_rows_and_the_field():
+    rows = [
+        msg_row("Q1?", "<think>r</think>a"),
+        {"other": 1},
+        {"messages": []},
+        {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "assistant", "content": "<think>r</think>a"}, {"role": "user", "content": "Q"}]},
+        msg_row("Q6?", "no reasoning here"),
+        msg_row("Q7?", "<think>only reasoning</think>  "),
+    ]
+    msg = error(validate_messages, rows, DataConfig(format="messages"), source="chat.jsonl")
+    assert msg.startswith("Data file chat.jsonl: 6 of 7 rows cannot be used: ")
+    assert "field 'messages' missing in 1 row (row 2)" in msg
+    assert "field 'messages' not a non-empty list of turns in 1 row (row 3)" in msg
+    assert "field 'messages' has a turn that is not {role: system|user|assistant, content: text} in 1 row (row 4)" in msg
+    assert "field 'messages' does not end with a user turn followed by an assistant turn in 1 row (row 5)" in msg
+    assert "field 'messages' last assistant turn has no <think> reasoning or no answer in 2 rows (row 6, 7)" in msg
+    assert "Every row needs non-empty text in 'messages'" in msg
+
+
+def test_split_reasoning():
+    assert split_reasoning({"content": "<think>\nr\n</think>\n\na"}) == ("r", "a")
+    assert split_reasoning({"content": "r</think>a</think>b"}) == ("r", "a</think>b")  # split at the first close
+    assert split_reasoning({"content": " just an answer "}) == ("", "just an answer")
+    assert split_reasoning({"content": "a", "reasoning_content": "  "}) == ("", "a")  # blank reasoning key: ignored
+    assert split_reasoning({"content": "<think>x</think>a", "reasoning": "key wins"}) == ("key wins", "<think>x</think>a")

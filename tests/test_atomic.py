@@ -1,0 +1,102 @@
+"""atomic.py: writes that are complete or absent, folders published by rename."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from thinktune.atomic import replace_dir, scratch_dir, temp_dir, write_json, write_jsonl, write_text
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_text_writes_utf8_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "report.md"
+    write_text(path, "héllo ✓\n")
+    assert path.read_bytes() == "héllo ✓\n".encode("utf-8")
+    write_text(path, "second")  # replaces an existing file
+    assert path.read_text(encoding="utf-8") == "second"
+    assert leftovers(tmp_path) == ["report.md"]
+
+
+def test_write_json_is_indented_and_keeps_non_ascii(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"loss": 1.25, "name": "医学", "rows": [1, 2]})
+    assert path.read_text(encoding="utf-8") == '{\n  "loss": 1.25,\n  "name": "医学",\n  "rows": [\n    1,\n    2\n  ]\n}'
+    assert json.loads(path.read_text(encoding="utf-8")) == {"loss": 1.25, "name": "医学", "rows": [1, 2]}
+
+
+def test_write_json_that_fails_keeps_the_old_file(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"old": True})
+    with pytest.raises(TypeError):
+        write_json(path, {"new": object()})  # not serialisable: nothing may be written
+    assert json.loads(path.read_text()) == {"old": True}
+    assert leftovers(tmp_path) == ["summary.json"]
+
+
+def test_write_jsonl_one_line_per_row(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, [{"a": 1}, {"b": "ü"}])
+    assert path.read_text(encoding="utf-8") == '{"a": 1}\n{"b": "ü"}\n'
+    write_jsonl(path, [])
+    assert path.read_text() == ""
+
+
+def test_temp_dir_is_beside_the_target_and_not_private(tmp_path):
+    parent = tmp_path / "a" / "b"  # created if missing
+    old = os.umask(0o022)
+    try:
+        with temp_dir(parent, ".tmp-") as tmp:
+            assert tmp.parent == parent and tmp.name.startswith(".tmp-") and tmp.is_dir()
+            assert stat.S_IMODE(tmp.stat().st_mode) == 0o755  # mkdtemp's 0o700 undone, umask respected
+            (tmp / "f").write_text("x")
+        os.umask(0o027)
+        with temp_dir(parent, ".tmp-") as tmp2:
+            assert stat.S_IMODE(tmp2.stat().st_mode) == 0o750
+    finally:
+        os.umask(old)
+    assert (tmp / "f").read_text() == "x"  # kept after a block that succeeds
+    assert sorted(p.name for p in parent.iterdir()) == sorted([tmp.name, tmp2.name])
+
+
+def test_temp_dir_is_removed_when_the_block_fails(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with temp_dir(tmp_path, ".tmp-") as tmp:
+            (tmp / "half-written").write_text("x")
+            raise RuntimeError("boom")
+    assert not tmp.exists() and leftovers(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt):  # also on Ctrl-C (a BaseException)
+        with temp_dir(tmp_path, ".tmp-") as tmp:
+            raise KeyboardInterrupt
+    assert leftovers(tmp_path) == []
+
+
+def test_replace_dir_publishes_a_new_folder_and_removes_the_old_one(tmp_path):
+    out = tmp_path / "run"
+    first = tmp_path / ".new1"
+    first.mkdir()
+    (first / "a.txt").write_text("one")
+    replace_dir(first, out)
+    assert leftovers(out) == ["a.txt"] and (out / "a.txt").read_text() == "one" and not first.exists()
+
+    second = tmp_path / ".new2"
+    second.mkdir()
+    (second / "b.txt").write_text("two")
+    replace_dir(second, out)
+    assert leftovers(out) == ["b.txt"] and (out / "b.txt").read_text() == "two"
+    assert leftovers(tmp_path) == ["run"]  # no .run.old-PID left behind
+
+
+def test_scratch_dir_is_always_removed(tmp_path):
+    with scratch_dir(tmp_path, ".scratch-") as tmp:
+        (tmp / "x").write_text("x")
+        assert tmp.parent == tmp_path and tmp.name.startswith(".scratch-")
+    assert not tmp.exists()
+    with pytest.raises(ValueError):
+        with scratch_dir(tmp_path, ".scratch-") as tmp:
+            raise ValueError
+    assert not tmp.exists() and leftovers(tmp_path) == []

@@ -1,0 +1,44 @@
+"""Every command's flags (flags.py): each setting explained in --help, one set of generation flags
+with one set of defaults, and a command that differs says why."""
+
+import re
+
+import pytest
+
+from thinktune import config
+from thinktune.decoding import Decoding
+from thinktune.flags import build_parser
+
+
+def helptext(command: str) -> str:
+    return build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_train_help_explains_every_knob():
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, _, _ in config.knobs():
+        assert name in text, name
+        # every name is followed by a gap before its sentence (train.gradient_checkpointingRecompute, issue 11)
+        assert re.search(rf"^  {re.escape(name)}  +\S", text, re.M), name
+    assert "--set" in text and "--overwrite" in text
+
+
+def test_generation_flags_are_one_definition_with_one_set_of_defaults():
+    p, d = build_parser(), Decoding()
+    for command in ("generate", "chat", "eval", "compare"):
+        extra = ["--input", "x", "--out", "y"] if command == "generate" else []
+        args = p.parse_args([command, *extra])
+        assert (args.max_new_tokens, args.top_p) == (d.max_new_tokens, d.top_p), command
+        greedy = command in ("eval", "compare")
+        assert args.temperature == (0.0 if greedy else d.temperature) == (0.0 if greedy else 0.6), command
+        if greedy:  # the command that differs says why, in its --help
+            assert "a score must not depend on a sampling seed" in re.sub(r"\s+", " ", helptext(command))
+    assert p.parse_args(["chat"]).seed is None and p.parse_args(["generate", "--input", "x", "--out", "y"]).seed == 0
+    assert "--batch-size" not in helptext("chat")  # chat answers one message at a time
+
+
+@pytest.mark.parametrize("command", ["train", "data"])
+def test_train_and_data_check_take_the_same_model_and_data_flags(command):
+    argv = [command] + (["check"] if command == "data" else []) + ["--model", "r1-7b", "--data", "x.json", "--limit", "5"]
+    args = build_parser().parse_args(argv)
+    assert (args.model, args.data, args.limit) == ("r1-7b", "x.json", 5)

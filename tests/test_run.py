@@ -1,0 +1,95 @@
+"""A run folder's life (run.py): refusals before anything is written, the partial folder removed
+on failure unless it holds a checkpoint, Failed events, and reading run folders back."""
+
+import json
+
+import pytest
+
+from thinktune import checkpoints, config
+from thinktune.errors import UserError
+from thinktune.events import Failed, Started
+from thinktune.run import Run, base_model_for, base_model_of, check_output_dir, read_metrics, run_config
+
+
+def cfg_for(out, **values):
+    return config.load(None, values={"train.output_dir": str(out), "model.precision": "fp32", **values})
+
+
+def test_refusals_name_the_folder_and_write_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="exists and is a file"):
+        check_output_dir(tmp_path / "file", overwrite=True)
+    other = tmp_path / "other"
+    (other / "sub").mkdir(parents=True)
+    with pytest.raises(UserError, match="holds no thinktune run"):
+        check_output_dir(other, overwrite=True)  # never delete a folder we did not write
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "summary.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a run; pass --overwrite"):
+        check_output_dir(done, overwrite=False)
+    check_output_dir(done, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done", "file", "other"]
+
+
+def test_a_failure_removes_the_partial_folder_and_reports_failed(tmp_path):
+    got = []
+    with pytest.raises(UserError, match="boom"):
+        with Run(cfg_for(tmp_path / "r"), "sft", on_event=got.append) as run:
+            assert run.work == tmp_path / ".r.partial" and (run.work / "config.yaml").is_file()
+            assert config.load(run.work / "config.yaml") == run.cfg
+            raise UserError("boom")
+    assert got == [Started("sft", str(tmp_path / "r")), Failed("boom", 2)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_keeps_a_partial_folder_with_a_sealed_checkpoint_and_resume_finds_it(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with Run(cfg_for(tmp_path / "r"), "sft") as run:
+            run.record({"step": 1, "loss": 2.0})
+            run.record({"step": 2, "loss": 1.5})
+            ckpt = run.checkpoints / "checkpoint-1"
+            ckpt.mkdir()
+            (ckpt / "adapter_model.safetensors").write_bytes(b"weights")
+            checkpoints.seal(ckpt, {"step": 1, "tokens_seen": 77})
+            raise KeyboardInterrupt
+    assert (tmp_path / ".r.partial" / "checkpoints" / "checkpoint-1").is_dir()
+    with pytest.raises(UserError, match="with --resume to continue it"):
+        Run(cfg_for(tmp_path / "r"), "sft").__enter__()
+    got = []
+    with Run(cfg_for(tmp_path / "r", **{"train.lr": 1e-3}), "sft", resume=True, on_event=got.append) as run:
+        assert (run.resume_from, run.start_step, run.resumed_tokens) == (str(ckpt), 1, 77)
+        assert run.records == [{"step": 1, "loss": 2.0}]  # the log cut back to the checkpoint
+    assert got[0].text.startswith("resuming with train.lr changed from 0.0003 to 0.001") and got[0].level == "warning"
+    assert got[-1] == Started("sft", str(tmp_path / "r"), 1)
+
+
+def test_resume_refuses_other_model_or_data_settings(tmp_path):
+    with pytest.raises(KeyboardInterrupt), Run(cfg_for(tmp_path / "r"), "sft") as run:
+        (run.checkpoints / "checkpoint-2").mkdir()
+        checkpoints.seal(run.checkpoints / "checkpoint-2", {"step": 2, "tokens_seen": 1})
+        raise KeyboardInterrupt
+    with pytest.raises(UserError, match=r"lora.r was 16, now 8\): the checkpoint would not fit"):
+        Run(cfg_for(tmp_path / "r", **{"lora.r": 8}), "sft", resume=True).__enter__()
+
+
+def test_read_metrics_drops_a_line_cut_short_and_later_steps(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "eval_loss": 3.0}\n{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.4}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 0, "eval_loss": 3.0}, {"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.4}]
+    assert read_metrics(path, up_to_step=1) == [{"step": 0, "eval_loss": 3.0}, {"step": 1, "loss": 2.5}]
+    assert read_metrics(tmp_path / "absent.jsonl") == []
+
+
+def test_the_base_model_of_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match="holds no adapter"):
+        base_model_of(run)
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    assert base_model_of(run) == "org/base" and run_config(run) is None
+    (run / "config.yaml").write_text(config.dump(cfg_for(tmp_path, **{"model.name": "r1-7b"})))
+    assert base_model_of(run) == "r1-7b" and run_config(run).model.name == "r1-7b"
+    assert base_model_for("other", str(run)) == "other" and base_model_for(None, str(run)) == "r1-7b"
+    with pytest.raises(UserError, match="Give --model"):
+        base_model_for(None, None)
