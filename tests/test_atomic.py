@@ -22,6 +22,14 @@ def test_write_text_writes_utf8_and_leaves_no_temp_file(tmp_path):
     assert leftovers(tmp_path) == ["report.md"]
 
 
+def test_a_failed_write_leaves_no_scratch_file(tmp_path):
+    target = tmp_path / "summary.json"
+    target.mkdir()  # a folder in the way: the final rename fails
+    with pytest.raises(OSError):
+        write_text(target, "x")
+    assert leftovers(tmp_path) == ["summary.json"] and target.is_dir()
+
+
 def test_write_json_is_indented_and_keeps_non_ascii(tmp_path):
     path = tmp_path / "summary.json"
     write_json(path, {"loss": 1.25, "name": "医学", "rows": [1, 2]})

@@ -48,6 +48,7 @@ def test_edge_values_are_accepted(kw):
         (dict(max_new_tokens=-5), "max_new_tokens -5"),
         (dict(batch_size=0), "batch_size 0"),
         (dict(temperature=-0.1), "temperature -0.1"),
+        (dict(temperature=math.nan), "temperature nan"),  # NaN compares false both ways: it must not pass as greedy
         (dict(top_p=0.0), "top_p 0.0"),
         (dict(top_p=1.01), "top_p 1.01"),
         (dict(top_p=math.nan), "top_p nan"),
@@ -61,5 +62,5 @@ def test_out_of_range_values_are_user_errors_that_name_the_value(kw, shown):
     msg = str(e.value)
     assert msg.startswith("Generation settings out of range (")
     assert shown in msg
-    assert "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more, top p in (0, 1]." in msg
+    assert "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more, top p in (0, 1], repetition penalty above 0." in msg
     assert e.value.exit_code == 2 and "\n" not in msg

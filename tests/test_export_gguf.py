@@ -22,12 +22,16 @@ def _load_back(path):
     return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-def _compare(merged_dir, gguf_path, text, check_ids=True):
+def _both(merged_dir, gguf_path):
+    """The reference folder and the GGUF loaded back, each as (model, tokenizer): loaded once per
+    file (the GGUF's 152k-token vocabulary takes transformers ~1.5 min to convert here)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ref = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
-    ref_tok = AutoTokenizer.from_pretrained(merged_dir)
-    model, tok = _load_back(gguf_path)
+    return (AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(merged_dir)), _load_back(gguf_path)
+
+
+def _compare(merged_dir, gguf_path, text, check_ids=True, loaded=None):
+    (ref, ref_tok), (model, tok) = loaded or _both(merged_dir, gguf_path)
     ids = ref_tok(text, add_special_tokens=False)["input_ids"]
     if check_ids:
         assert tok(text, add_special_tokens=False)["input_ids"] == ids
@@ -88,10 +92,11 @@ def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     # transformers' GGUF tokenizer conversion (5.24) skips control tokens outside the byte
     # alphabet, so <｜User｜> does not stay whole there: ids are compared on plain text, and the
     # logits on the full text's ids from the real tokenizer.
-    worst, _ = _compare(src, path, "Why is the sky blue? Light scatters.\n\nRayleigh.")
+    loaded = _both(src, path)
+    worst, _ = _compare(src, path, "Why is the sky blue? Light scatters.\n\nRayleigh.", loaded=loaded)
     assert worst < F16_MAX
     text = "<｜begin▁of▁sentence｜><｜User｜>Why is the sky blue?<｜Assistant｜><think>\nLight scatters.\n</think>\n\nRayleigh.<｜end▁of▁sentence｜>"
-    worst, _ = _compare(src, path, text, check_ids=False)
+    worst, _ = _compare(src, path, text, check_ids=False, loaded=loaded)
     assert worst < F16_MAX
     mf = (tmp_path / "Modelfile").read_text()
     assert "<｜User｜>{{ .Content }}" in mf and 'PARAMETER stop "<｜end▁of▁sentence｜>"' in mf

@@ -39,8 +39,12 @@ def replace_dir(new: Path, out: Path) -> None:
 
 def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a half file nor its scratch copy
+        raise
 
 
 def write_json(path: Path, obj) -> None:
