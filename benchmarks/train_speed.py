@@ -201,13 +201,13 @@ def run_bare(train, out: str) -> dict:
 
     from thinktune.config import DataConfig
     from thinktune.data import Collator, prepare
-    from thinktune.speed import linear_cross_entropy
+    from thinktune.speed import base_model, linear_cross_entropy
 
     torch.manual_seed(42)
     model, tok = demo_model()
     model = get_peft_model(model, lora_config()).train()
     examples = prepare(DataConfig(path=str(DATA), limit=None, val_fraction=0.0, val_min_rows=0), tok, 42, rows=train).train
-    decoder, head, collate = model.get_base_model().model, model.get_base_model().lm_head, Collator(tok.pad_token_id)
+    decoder, head, collate = base_model(model).model, base_model(model).lm_head, Collator(tok.pad_token_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.0)
     tokens, start = 0, time.perf_counter()
     for group in range(0, len(examples), 8):
@@ -239,7 +239,9 @@ def heldout(model, rows) -> float:
 def matrix_params(model) -> int:
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from thinktune.speed import base_model
+
+    base = base_model(model)
     linear = sum(m.weight.numel() for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n)
     return linear
 

@@ -277,3 +277,14 @@ def base_eval(tmp_path_factory):
     assert main(["eval", "--model", "smollm2-demo", "--out", str(out), *GEN]) == 0
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     return preds, json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """A tiny model runs as fast on one thread; two spin-wait for each other on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

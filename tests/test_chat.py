@@ -128,6 +128,13 @@ def test_display_dims_folds_or_prints_plain(demo_tok):
 # ---- thinking budget ----
 
 
+def test_every_decoding_setting_reaches_generate(demo_tok):
+    """chat.Settings is a Decoding (one definition, issue 12): none of its fields is dropped."""
+    model = tiny_model("llama", len(demo_tok))
+    kw = generation_kwargs(model, demo_tok, [1, 2], Settings(max_new_tokens=9, temperature=0.7, top_p=0.8, repetition_penalty=1.3), opened_in_prompt=False)
+    assert (kw["max_new_tokens"], kw["do_sample"], kw["temperature"], kw["top_p"], kw["repetition_penalty"]) == (9, True, 0.7, 0.8, 1.3)
+
+
 def test_budget_forces_the_close_tag_at_position_n_then_the_answer_continues(demo_tok):
     model = tiny_model("llama", len(demo_tok))
     prompt = render_prompt(demo_tok, [{"role": "user", "content": "What is two plus two?"}]) + "<think>\n"

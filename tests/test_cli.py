@@ -132,6 +132,17 @@ def test_a_run_where_every_answer_is_cut_off_is_refused(tmp_path, r1_tokenizer_d
     assert list(tmp_path.iterdir()) == []  # no run folder, no partial folder
 
 
+def test_a_bad_setting_under_events_json_is_a_failed_event(capsys):
+    """The web page reads --events json: a run that cannot start says why there too (issue 12)."""
+    from thinktune.events import Failed, from_json
+
+    assert main(["train", "--events", "json", "--set", "lora.rr=3"]) == 2
+    out, err = capsys.readouterr()
+    [event] = [from_json(line) for line in out.splitlines()]
+    assert isinstance(event, Failed) and event.exit_code == 2 and "unknown setting 'lora.rr'. Did you mean 'lora.r'?" in event.message
+    assert err == f"thinktune: error: {event.message}\n"
+
+
 def test_unknown_command_is_an_argparse_error():
     with pytest.raises(SystemExit) as e:
         main(["nope"])

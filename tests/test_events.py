@@ -2,6 +2,7 @@
 becomes the Failed event the CLI's exit code agrees with."""
 
 import doctest
+import errno
 import io
 
 import pytest
@@ -45,6 +46,12 @@ def test_every_event_round_trips_through_one_json_line():
 def test_failure_carries_the_message_and_the_exit_code(error, code):
     f = failure(error)
     assert f.exit_code == code and (str(error) in f.message if str(error) else "interrupted" in f.message)
+
+
+def test_a_full_disk_is_the_users_to_fix_and_other_os_errors_are_bugs():
+    full = failure(OSError(errno.ENOSPC, "No space left on device", "runs/x/adapter_model.safetensors"))
+    assert full.exit_code == 2 and full.message.startswith("cannot write runs/x/adapter_model.safetensors: No space left on device.")
+    assert failure(OSError(errno.EBADF, "Bad file descriptor")).exit_code == 1
 
 
 def test_reporting_wraps_a_stage_in_started_and_failed():

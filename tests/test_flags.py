@@ -28,9 +28,9 @@ def test_generation_flags_are_one_definition_with_one_set_of_defaults():
     for command in ("generate", "chat", "eval", "compare"):
         extra = ["--input", "x", "--out", "y"] if command == "generate" else []
         args = p.parse_args([command, *extra])
-        assert (args.max_new_tokens, args.top_p) == (d.max_new_tokens, d.top_p), command
         greedy = command in ("eval", "compare")
-        assert args.temperature == (0.0 if greedy else d.temperature) == (0.0 if greedy else 0.6), command
+        assert args.max_new_tokens == d.max_new_tokens == 2048, command
+        assert (args.temperature, args.top_p) == ((0.0, 1.0) if greedy else (d.temperature, d.top_p)) == ((0.0, 1.0) if greedy else (0.6, 0.95)), command
         if greedy:  # the command that differs says why, in its --help
             assert "a score must not depend on a sampling seed" in re.sub(r"\s+", " ", helptext(command))
     assert p.parse_args(["chat"]).seed is None and p.parse_args(["generate", "--input", "x", "--out", "y"]).seed == 0

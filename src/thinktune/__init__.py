@@ -23,6 +23,10 @@ def __getattr__(name: str):
         from .evaluate import api
 
         return getattr(api, name)
+    if name == "events":
+        import importlib  # not `from . import events`: its hasattr check would come back here
+
+        return importlib.import_module(".events", __name__)
     if name == "load_config":
         from .config import load
 

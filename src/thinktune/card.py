@@ -39,8 +39,9 @@ def _loss(x) -> str:
 def model_card(cfg, summary: dict, run_dir: str) -> str:
     """Markdown with hub front matter; every number comes from the run's config and summary."""
     front = ["---", "library_name: peft", "tags: [thinktune, lora, sft, reasoning]"]
-    if _hub_id(cfg.model.name):
-        front.insert(1, f"base_model: {_hub_id(cfg.model.name)}")
+    hub_id = _hub_id(cfg.model.name)
+    if hub_id:
+        front.insert(1, f"base_model: {hub_id}")
     lines = front + _what_and_how(cfg, summary)
     if summary.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in summary["warnings"]]

@@ -11,6 +11,7 @@ import sys
 import threading
 from contextlib import closing, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from .data.encode import tokenize
 from .data.render import THINK_CLOSE, THINK_OPEN, opens_think, render_prompt
@@ -110,7 +111,8 @@ def generation_kwargs(model, tokenizer, prompt_ids: list[int], s: Settings, open
     stop = stop or threading.Event()
     device = next(model.parameters()).device
     budget = [ThinkingBudget(tokenizer, len(prompt_ids), s.max_thinking_tokens, opened_in_prompt)] if s.max_thinking_tokens is not None else []
-    sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else {"do_sample": False}
+    sampling: dict[str, Any] = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else {"do_sample": False}
+    sampling["repetition_penalty"] = s.repetition_penalty
     return dict(
         input_ids=torch.tensor([prompt_ids], device=device),
         attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -13,15 +12,12 @@ from . import config as config_mod
 from .console import Console
 from .decoding import Decoding
 from .errors import UserError
-from .events import JsonLines, Message
-from .flags import build_parser
+from .events import WRITE_ERRNOS, JsonLines, Message, failure
+from .flags import FLAG_SETTINGS, build_parser
 
 
 def _decoding(args, seed: int | None) -> Decoding:
     return Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=seed)
-
-
-FLAG_SETTINGS = {"model": "model.name", "data": "data.path", "out": "train.output_dir", "limit": "data.limit", "epochs": "train.epochs", "lr": "train.lr"}
 
 
 def resolve_config(args):
@@ -39,7 +35,13 @@ def cmd_train(args) -> int:
         raise UserError("--num-processes must be at least 1.")
     from .sft import train
 
-    train(resolve_config(args), resume=args.resume, on_event=JsonLines() if args.events == "json" else Console())
+    on_event = JsonLines() if args.events == "json" else Console()
+    try:
+        cfg = resolve_config(args)
+    except UserError as e:
+        on_event(failure(e))  # a watcher of --events json learns why, not only the exit code
+        raise
+    train(cfg, resume=args.resume, on_event=on_event)
     return 0
 
 
@@ -57,7 +59,8 @@ def _launch(n: int, argv: list[str]) -> int:
             skip = a == "--num-processes"
             continue
         rest.append(a)
-    print(f"Launching {n} processes (torchrun --standalone --nproc-per-node {n} -m thinktune {' '.join(rest)}).", flush=True)
+    # stderr: stdout may be a stream of JSON events (--events json)
+    print(f"Launching {n} processes (torchrun --standalone --nproc-per-node {n} -m thinktune {' '.join(rest)}).", file=sys.stderr, flush=True)
     # torch.distributed would pin each process to 1 thread: share the cores out instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     config = LaunchConfig(
@@ -261,28 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return code
-    except UserError as e:
-        if main_process:
-            print(f"{chr(10) if e.exit_code == 3 else ''}thinktune: error: {e}", file=sys.stderr)  # diverged: after a progress bar
-        return e.exit_code
     except BrokenPipeError:
         # `thinktune plan | head`: the reader left; stop quietly as a shell tool does (issue 11).
         # stdout is pointed at /dev/null so Python's flush at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status of a tool killed by a closed pipe
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    except (UserError, OSError, KeyboardInterrupt) as e:
+        if isinstance(e, OSError) and e.errno not in WRITE_ERRNOS:
             raise
+        failed = failure(e)  # the same message and exit code a Failed event carries
         if main_process:
-            print(
-                f"thinktune: error: cannot write {e.filename or 'the output'}: {e.strerror}. Nothing half-written was published; "
-                "free some space or choose a writable --out, then run again (with --resume if a checkpoint was saved).",
-                file=sys.stderr,
-            )
-        return 2
-    except KeyboardInterrupt:
-        print("thinktune: interrupted; nothing was written to the run folder.", file=sys.stderr)
-        return 130
+            print(f"{chr(10) if failed.exit_code == 3 else ''}thinktune: error: {failed.message}", file=sys.stderr)  # diverged: after a progress bar
+        return failed.exit_code
 
 
 if __name__ == "__main__":

@@ -297,7 +297,7 @@ def load(path: str | Path | None, overrides: Sequence[str] = (), values: dict[st
     cfg = from_dict(raw, where=where)
     for dotted, value in (values or {}).items():
         section, key = dotted.split(".", 1)
-        _apply_section(cfg, section, {key: value}, f"--{key.replace('_', '-')}")
+        _apply_section(cfg, section, {key: value}, f"the value given for {dotted}")
     return check(cfg, where)
 
 

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from contextlib import contextmanager
@@ -120,14 +121,24 @@ def from_json(line: str) -> Event:
     return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)  # a full or unwritable disk: the user's to fix
+
+
 def failure(error: BaseException) -> Failed:
-    """The Failed event for an exception that ends a stage."""
+    """The Failed event for an exception that ends a stage: the message and exit code the CLI
+    gives (2 bad input or an unwritable disk, 3 training diverged, 130 interrupted, 1 a bug)."""
     from .errors import UserError
 
     if isinstance(error, KeyboardInterrupt):
         return Failed("interrupted; nothing was written to the run folder.", 130)
     if isinstance(error, UserError):
         return Failed(str(error), error.exit_code)
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        return Failed(
+            f"cannot write {error.filename or 'the output'}: {error.strerror}. Nothing half-written was published; "
+            "free some space or choose a writable --out, then run again (with --resume if a checkpoint was saved).",
+            2,
+        )
     return Failed(f"{type(error).__name__}: {error}", 1)
 
 

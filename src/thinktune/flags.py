@@ -36,11 +36,12 @@ def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, see
     """The generation flags, defined once (defaults: decoding.Decoding, DeepSeek's advice for R1
     models); a command that decodes greedily by default passes the reason."""
     d = Decoding()
-    temp = 0.0 if greedy_why else d.temperature
+    # greedy by default: temperature 0, and no nucleus cut-off should sampling be asked for
+    temp, top_p = (0.0, 1.0) if greedy_why else (d.temperature, d.top_p)
     why = f"; default 0 = greedy: {greedy_why}" if greedy_why else "; 0 = greedy"
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="Generation budget per answer, thinking included.")
     p.add_argument("--temperature", type=float, default=temp, help=f"Sampling temperature (DeepSeek advises {d.temperature} for R1 models){why}.")
-    p.add_argument("--top-p", type=float, default=d.top_p, help=f"Nucleus sampling cut-off when sampling (DeepSeek advises {d.top_p}).")
+    p.add_argument("--top-p", type=float, default=top_p, help=f"Nucleus sampling cut-off when sampling (DeepSeek advises {d.top_p}; default {top_p}).")
     if batch:
         p.add_argument("--batch-size", type=int, default=d.batch_size, help="Prompts generated together (left-padded).")
     if seed:
@@ -132,7 +133,7 @@ def _add_chat(sub) -> None:
     c.add_argument("--model", help="Base model (default: the one the adapter's run was trained from).")
     c.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
     _add_decoding(c, batch=False)
-    c.set_defaults(seed=None, batch_size=1)  # chat: a different sampling each session unless --seed
+    c.set_defaults(seed=None)  # chat: a different sampling each session unless --seed
     c.add_argument("--max-thinking-tokens", type=int, help="Close an unfinished <think> after this many tokens and let the model answer (default: no limit).")
     c.add_argument("--hide-thinking", action="store_true", help="Fold the thinking into a one-line [thinking: N tokens] placeholder.")
     c.add_argument("--no-color", action="store_true", help="Plain text without ANSI styling (also when stdout is not a terminal).")
@@ -172,3 +173,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # CLI flag -> the setting it sets (typed: the value goes into the config as parsed, checked there).
+FLAG_SETTINGS = {"model": "model.name", "data": "data.path", "out": "train.output_dir", "limit": "data.limit", "epochs": "train.epochs", "lr": "train.lr"}

@@ -128,15 +128,18 @@ def load_tokenizer(source: Source):
 
 
 def _offline_tokenizer(source: Source) -> Path | None:
-    """For an R1 Qwen distill: the hub tokenizer if it is in the local hub cache, else the one
-    built from the GGUF header package, so no hub is needed to count its tokens (issue 12)."""
+    """For an R1 Qwen distill: the hub's own tokenizer (downloaded, or from the hub cache when
+    offline), else the one built from the GGUF header package, so counting its tokens needs no
+    hub and an offline machine does not wait for the hub's retries (issue 12)."""
     if source.path not in R1_QWEN_DISTILLS or Path(source.path).is_dir():
         return None
     from huggingface_hub import snapshot_download
 
+    from . import hub
+
     try:
-        return Path(snapshot_download(source.path, allow_patterns=["tokenizer*"], local_files_only=True))
-    except Exception:  # not in the cache (huggingface_hub raises several kinds of "not found")
+        return Path(snapshot_download(source.path, allow_patterns=["tokenizer*"], local_files_only=hub.offline()))
+    except Exception:  # not cached, or the hub failed (huggingface_hub raises several kinds)
         from . import r1_tokenizer
 
         return r1_tokenizer.cached(cache_dir())

@@ -36,11 +36,11 @@ import itertools
 import json
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hub
 from .aliases import HUB_ALIASES
 from .errors import UserError
 
@@ -163,20 +163,12 @@ def dims_from_dict(c: dict, name: str) -> ModelDims:
 def _hub_config(repo: str) -> str:
     """config.json from the hub cache, else the hub. Offline this fails at once rather than
     after huggingface_hub's ~25 s of retries, hence the DNS look-up first."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     try:
-        offline = constants.HF_HUB_OFFLINE or not _resolves(constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0])
-        return hf_hub_download(repo, "config.json", local_files_only=offline)  # offline: the cache
+        return hf_hub_download(repo, "config.json", local_files_only=hub.offline())  # offline: the cache
     except Exception as e:  # noqa: BLE001 - offline, not found or gated end the same way
         raise _unknown(repo, f"its config.json could not be fetched from the Hugging Face Hub ({type(e).__name__}: offline, or no such public model)") from None
-
-
-def _resolves(host: str) -> bool:
-    try:
-        return bool(socket.getaddrinfo(host, 443))
-    except OSError:
-        return False
 
 
 def _unknown(name: str, why: str) -> UserError:

@@ -27,7 +27,7 @@ from . import checkpoints
 from . import config as config_mod
 from .atomic import replace_dir, write_json, write_jsonl, write_text
 from .errors import UserError
-from .events import Event, Failed, Finished, Message, OnEvent, Started, failure, ignore
+from .events import Event, Finished, Message, OnEvent, Started, failure, ignore
 from .plots import loss_curve
 
 MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")  # files that make a folder a run
@@ -103,7 +103,7 @@ class Run:
         self.out = Path(cfg.train.output_dir)
         self.work = partial_dir(self.out)
         self.on_event = on_event or ignore
-        self.main = True  # until the processes are known
+        self.main = os.environ.get("RANK", "0") == "0"  # until PartialState knows the processes
         self.device, self.precision = "", ""
         self.resume_from: str | None = None  # the checkpoint folder this run continues from
         self.records: list[dict] = []  # metrics.jsonl so far
@@ -140,13 +140,13 @@ class Run:
                 # "file write failed"); the free space says what happened.
                 checkpoints.raise_if_disk_full(self.work.parent, last, error)
         except UserError as full:
-            self.emit(Failed(str(full), 2))
+            self.emit(failure(full))
             raise
         self.emit(failure(error))
 
     def publish(self, trainer, tokenizer, summary: dict, text: str) -> None:
         """Save the adapter and every output into the partial folder, then rename it into place."""
-        summary["warnings"] = summary.get("warnings", []) + self.warnings
+        summary["warnings"] = self.warnings
         trainer.save_model(str(self.work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
         if self.main:
             (self.work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
@@ -246,8 +246,8 @@ class Run:
             if key not in RESUME_FREE:
                 self.say(f"resuming with {key} changed from {a!r} to {b!r}; the result will differ from an uninterrupted run.", "warning")
         last, skipped = checkpoints.latest_complete(self.checkpoints) if self.checkpoints.is_dir() else (None, [])
-        for folder, why in skipped:
-            self.say(f"skipping {folder.name}: {why}. Removing it.", "warning")
+        for folder, why in skipped:  # housekeeping, not a fact about the model: not kept for the card
+            self.emit(Message(f"skipping {folder.name}: {why}. Removing it.", "warning"))
             shutil.rmtree(folder, ignore_errors=True)
         if last is None:
             raise UserError(
@@ -265,8 +265,7 @@ class Run:
         work, cfg = self.work, self.cfg
         tokenizer.save_pretrained(work)
         write_text(work / "config.yaml", config_mod.dump(cfg))
-        self.records = read_metrics(work / "metrics.jsonl")
-        write_jsonl(work / "metrics.jsonl", self.records)  # rewritten whole: no line cut short survives
+        write_jsonl(work / "metrics.jsonl", self.records)  # rewritten whole from memory: no line cut short survives
         self.plot()
         write_json(work / "summary.json", summary)
         write_text(work / "README.md", model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card

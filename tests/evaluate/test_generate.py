@@ -32,12 +32,8 @@ def expected(model, tok, prompt, max_new_tokens):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model runs as fast on one thread; two spin-wait for each other on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """The tiny models of this file on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

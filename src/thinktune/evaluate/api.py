@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..events import Finished, OnEvent, ignore, reporting
 
 # Benchmarks decode greedily unless asked: a score must not depend on a sampling seed.
-BENCH_DECODING = Decoding(temperature=0.0)
+BENCH_DECODING = Decoding(temperature=0.0, top_p=1.0)
 
 
 def evaluate_model(
@@ -28,7 +28,8 @@ def evaluate_model(
     on_event: OnEvent | None = None,
 ) -> dict:
     """Score a model (+ adapter) on a benchmark, or (loss_file) its held-out loss on a CoT file.
-    Writes predictions.jsonl and summary.json into `out`; returns the summary."""
+    Writes predictions.jsonl and summary.json into `out`; returns the summary. `limit` and `seed`
+    pick the items (a seeded random `limit` of them); sampling is `decoding` (its own seed)."""
     from ..model import load_for_inference
     from ..run import base_model_for
     from .run import heldout_file_loss, run_bench
