@@ -6,7 +6,6 @@ import pytest
 
 from thinktune.config import DataConfig
 from thinktune.data.load import load_rows
-from thinktune.data.validate import validate_columns
 from thinktune.errors import DataError
 
 ROW = {"Question": "Q?", "Complex_CoT": "R.", "Response": "A."}
@@ -47,27 +46,6 @@ def test_bad_json_names_the_line(tmp_path):
     p.write_text('[\n{"Question": "a"},\n{oops}\n]')
     with pytest.raises(DataError, match=r"bad.json is not valid JSON: .* at line 3"):
         load_rows(str(p))
-
-
-def test_all_row_errors_in_one_message():
-    rows = [ROW, {"Question": "Q"}, {**ROW, "Response": "  "}, {**ROW, "Complex_CoT": 7}, {**ROW, "Complex_CoT": None}]
-    with pytest.raises(DataError) as e:
-        validate_columns(rows, DataConfig(), "data.json")
-    msg = str(e.value)
-    assert "data.json: 4 of 5 rows cannot be used" in msg
-    assert "field 'Complex_CoT' missing in 1 row (row 2)" in msg
-    assert "field 'Response' missing in 1 row (row 2)" in msg
-    assert "field 'Response' empty in 1 row (row 3)" in msg
-    assert "field 'Complex_CoT' not a string (e.g. int) in 1 row (row 4)" in msg
-    assert "field 'Complex_CoT' null in 1 row (row 5)" in msg
-    assert "\n" not in msg
-
-
-def test_duplicates_warn():
-    samples, report = validate_columns([ROW, ROW, {**ROW, "Question": "other"}], DataConfig(), "d.json")
-    assert len(samples) == 3
-    assert report.duplicates == [(2, 1)]
-    assert "row 2 repeats row 1" in report.warnings()[0]
 
 
 def test_random_sample_reports_source_row_numbers(tiny_tokenizer):

@@ -118,3 +118,28 @@ def test_split_reasoning():
     assert split_reasoning({"content": " just an answer "}) == ("", "just an answer")
     assert split_reasoning({"content": "a", "reasoning_content": "  "}) == ("", "a")  # blank reasoning key: ignored
     assert split_reasoning({"content": "<think>x</think>a", "reasoning": "key wins"}) == ("key wins", "<think>x</think>a")
+
+
+# From test_load.py (issue 12: each module's behaviour tested in its own file), rows as they were there.
+LOAD_ROW = {"Question": "Q?", "Complex_CoT": "R.", "Response": "A."}
+
+
+def test_all_row_errors_in_one_message():
+    rows = [LOAD_ROW, {"Question": "Q"}, {**LOAD_ROW, "Response": "  "}, {**LOAD_ROW, "Complex_CoT": 7}, {**LOAD_ROW, "Complex_CoT": None}]
+    with pytest.raises(DataError) as e:
+        validate_columns(rows, DataConfig(), "data.json")
+    msg = str(e.value)
+    assert "data.json: 4 of 5 rows cannot be used" in msg
+    assert "field 'Complex_CoT' missing in 1 row (row 2)" in msg
+    assert "field 'Response' missing in 1 row (row 2)" in msg
+    assert "field 'Response' empty in 1 row (row 3)" in msg
+    assert "field 'Complex_CoT' not a string (e.g. int) in 1 row (row 4)" in msg
+    assert "field 'Complex_CoT' null in 1 row (row 5)" in msg
+    assert "\n" not in msg
+
+
+def test_duplicates_warn():
+    samples, report = validate_columns([LOAD_ROW, LOAD_ROW, {**LOAD_ROW, "Question": "other"}], DataConfig(), "d.json")
+    assert len(samples) == 3
+    assert report.duplicates == [(2, 1)]
+    assert "row 2 repeats row 1" in report.warnings()[0]
