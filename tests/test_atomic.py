@@ -108,3 +108,55 @@ def test_scratch_dir_is_always_removed(tmp_path):
         with scratch_dir(tmp_path, ".scratch-") as tmp:
             raise ValueError
     assert not tmp.exists() and leftovers(tmp_path) == []
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (a child reaped here)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_what_a_killed_process_left_is_swept_by_the_next_write(tmp_path):
+    """Issue 13: a merge killed mid-write stranded a hidden folder the size of the model."""
+    gone = dead_pid()
+    (tmp_path / f".m.tmp-{gone}-abc").mkdir()  # a killed merge's temp folder
+    (tmp_path / f".m.tmp-{gone}-abc" / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / f".x.gguf.tmp-{gone}").write_bytes(b"half a gguf")  # a killed export's temp file
+    (tmp_path / f".m.old-{gone}").mkdir()  # killed between the two renames of replace_dir
+    (tmp_path / f".m.tmp-{os.getppid()}-live").mkdir()  # a live process's: left alone
+    (tmp_path / ".m.tmp-notapid").mkdir()  # not named by us: left alone
+    with temp_dir(tmp_path, ".m.tmp-") as tmp:
+        pass
+    replace_dir(tmp, tmp_path / "m")
+    write_text(tmp_path / "x.gguf", "done")
+    assert leftovers(tmp_path) == sorted(["m", "x.gguf", f".m.tmp-{os.getppid()}-live", ".m.tmp-notapid"])
+
+
+def test_json_is_standard_json(tmp_path):
+    """Issue 13: a diverged run's NaN loss was written as the token NaN, which JSON has not."""
+    write_jsonl(tmp_path / "m.jsonl", [{"loss": float("nan"), "lr": float("inf"), "step": 1, "x": [float("-inf"), 0.5]}])
+    assert (tmp_path / "m.jsonl").read_text() == '{"loss": null, "lr": null, "step": 1, "x": [null, 0.5]}\n'
+    write_json(tmp_path / "s.json", {"eval_loss_end": float("nan")})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"eval_loss_end": None}
+
+
+def test_partial_rows_keep_what_an_interrupted_run_of_the_same_job_saved(tmp_path):
+    from thinktune.atomic import PartialRows
+
+    out = tmp_path / "gen.jsonl"
+    first = PartialRows(out, {"model": "m", "seed": 0})
+    assert first.open() == {}
+    first.add([{"row": 2, "text": "b"}])
+    first.add([{"row": 1, "text": "a"}])
+    with first.path.open("a") as f:
+        f.write('{"row": 3, "te')  # the line a kill cut short
+    again = PartialRows(out, {"model": "m", "seed": 0})
+    assert again.open() == {1: {"row": 1, "text": "a"}, 2: {"row": 2, "text": "b"}}
+    assert not out.exists() and first.path.read_text().count("\n") == 3  # rewritten without the cut line
+    other = PartialRows(out, {"model": "m", "seed": 1})  # another job: nothing of the first is kept
+    assert other.open() == {}
+    other.finish([{"row": 1, "text": "z"}])
+    assert out.read_text() == '{"row": 1, "text": "z"}\n' and leftovers(tmp_path) == ["gen.jsonl"]

@@ -39,7 +39,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_a_folder_that_is_not_a_run_is_never_replaced(tmp_path, capsys):
     (tmp_path / "other-run").mkdir()
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path), "--model", "smollm2-demo", "--overwrite"]) == 2
-    assert "holds no thinktune run" in capsys.readouterr().err
+    assert "holds files thinktune did not write (other-run), so it is never replaced" in capsys.readouterr().err
     assert (tmp_path / "other-run").is_dir()
 
 
@@ -91,11 +91,14 @@ def test_data_check_counts_with_the_tokenizer_train_would_use_offline(model, r1_
 
 
 def test_existing_run_is_refused(tmp_path, capsys):
+    from thinktune.outputs import publish
+
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "summary.json").write_text("{}")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "summary.json").write_text("{}")
+    publish(tmp_path / "w", out, "run")  # a run folder as thinktune leaves it, with its manifest
     assert main(["train", "--data", str(SAMPLE), "--out", str(out), "--model", "smollm2-demo"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already holds a run written by thinktune; pass --overwrite" in capsys.readouterr().err
     assert (out / "summary.json").read_text() == "{}"
 
 

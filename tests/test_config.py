@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,12 @@ def test_types_and_choices_are_checked(tmp_path):
 
 
 def test_ranges_are_checked():
-    with pytest.raises(ConfigError, match=r"warmup_ratio must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"'train.warmup_ratio' must be in \[0, 1\), got 1.5"):
         config.load(None, ["train.warmup_ratio=1.5"])
-    with pytest.raises(ConfigError, match="data.limit must be at least 1"):
+    with pytest.raises(ConfigError, match="'data.limit' must be at least 1"):
         config.load(None, ["data.limit=0"])
+    with pytest.raises(ConfigError, match="train.rows_per_pass must divide train.batch_size"):
+        config.load(None, ["train.batch_size=4", "train.rows_per_pass=3"])
 
 
 def test_overrides_apply_with_types():
@@ -109,3 +112,94 @@ def test_dump_round_trips(tmp_path):
     p.write_text(config.dump(cfg))
     assert config.load(p) == cfg
     assert dataclasses.asdict(config.load(p)) == cfg.to_dict()
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    p = tmp_path / "latin.yaml"
+    p.write_bytes(b'model:\n  name: "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=rf"Config file {re.escape(str(p))} is not UTF-8 text.*save it as UTF-8"):
+        config.load(p)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "[]\n", "just words\n"])
+def test_a_top_level_that_is_not_a_mapping_is_named(tmp_path, text):
+    p = tmp_path / "list.yaml"
+    p.write_text(text)
+    for overrides in ([], ["train.lr=1"]):  # --set used to crash on a list (raw.setdefault)
+        with pytest.raises(ConfigError, match=rf"Config file {re.escape(str(p))}: expected a mapping of sections \(model, data, lora, train\)"):
+            config.load(p, overrides)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lora.dropout=2", r"'lora.dropout' must be in \[0, 1\), got 2.0"),
+        ("lora.dropout=-0.1", r"'lora.dropout' must be in \[0, 1\)"),
+        ("data.max_length_cap=0", "'data.max_length_cap' must be at least 8, got 0"),
+        ("data.max_length=7", "'data.max_length' must be at least 8"),
+        ("train.max_grad_norm=-1", "'train.max_grad_norm' must be at least 0, got -1.0. 0 turns gradient clipping off"),
+        ("lora.alpha=-5", "'lora.alpha' must be at least 1, got -5"),
+        ("lora.alpha=0", "'lora.alpha' must be at least 1"),
+        ("data.val_fraction=0.9", r"'data.val_fraction' must be in \[0, 0.5\], got 0.9. Above 0.5 most rows would not be trained on"),
+        ("data.val_fraction=-0.1", r"'data.val_fraction' must be in \[0, 0.5\]"),
+        ("train.weight_decay=-0.01", "'train.weight_decay' must be at least 0"),
+        ("data.val_min_rows=-1", "'data.val_min_rows' must be at least 0"),
+        ("train.logging_steps=0", "'train.logging_steps' must be at least 1"),
+        ("train.eval_steps=-1", "'train.eval_steps' must be at least 0"),
+        ("train.save_steps=-1", "'train.save_steps' must be at least 0"),
+        ("train.save_total_limit=0", "'train.save_total_limit' must be at least 1"),
+        ("train.rows_per_pass=0", "'train.rows_per_pass' must be at least 1"),
+        ("train.batch_size=0", "'train.batch_size' must be at least 1"),
+        ("train.grad_accum=0", "'train.grad_accum' must be at least 1"),
+        ("train.epochs=0", "'train.epochs' must be more than 0"),
+        ("train.lr=0", "'train.lr' must be more than 0"),
+        ("train.warmup_ratio=1.5", r"'train.warmup_ratio' must be in \[0, 1\)"),
+        ("lora.r=0", "'lora.r' must be at least 1"),
+        ("data.limit=0", "'data.limit' must be at least 1"),
+        ("train.seed=-1", r"'train.seed' must be in \[0, 4294967295\]"),
+        ("train.seed=4294967296", r"'train.seed' must be in \[0, 4294967295\]"),
+    ],
+)
+def test_each_range_is_checked_and_says_what_is_allowed(override, message):
+    with pytest.raises(ConfigError, match=rf"^config: {message}"):
+        config.load(None, [override])
+
+
+def test_the_edges_of_each_range_are_allowed():
+    edges = ["lora.dropout=0", "data.max_length_cap=8", "train.max_grad_norm=0", "lora.alpha=1", "data.val_fraction=0.5"]
+    edges += ["data.val_fraction=0", "data.val_min_rows=0", "train.save_steps=0", "train.eval_steps=0", "train.seed=0", "train.seed=4294967295"]
+    cfg = config.load(None, edges)
+    assert (cfg.lora.dropout, cfg.data.max_length_cap, cfg.train.max_grad_norm, cfg.data.val_fraction) == (0.0, 8, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("setting", [name for name, _, typ in config.knobs() if float in (typ, *typing.get_args(typ))])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf", ".nan", "1e999", "1" + "0" * 400])
+def test_every_float_setting_must_be_finite(setting, value):
+    with pytest.raises(ConfigError, match=rf"^config: '{re.escape(setting)}' must be a finite number, got"):
+        config.load(None, [f"{setting}={value}"])
+
+
+def test_a_float_flag_that_is_not_finite_is_named_as_the_flag_value():
+    with pytest.raises(ConfigError, match=r"^the value given for train.lr: 'train.lr' must be a finite number, got nan"):
+        config.load(None, values={"train.lr": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("[1,2]", r"names \(strings\).*got \[1, 2\]"), ("[]", "at least one module"), ("q_proj,", "names"), ("[q_proj, null]", "names")],
+)
+def test_target_modules_must_be_one_or_more_names(value, message):
+    with pytest.raises(ConfigError, match=rf"^config: 'lora.target_modules' must .*{message}"):
+        config.load(None, [f"lora.target_modules={value}"])
+
+
+def test_every_default_is_inside_its_declared_range():
+    ranged = 0
+    for name, f, _ in config.knobs():
+        rng = f.metadata.get("range")
+        if rng is not None:
+            section, key = name.split(".")
+            value = getattr(getattr(config.Config(), section), key)
+            assert value is None or value in rng, name
+            ranged += 1
+    assert ranged >= 20

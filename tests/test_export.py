@@ -115,7 +115,30 @@ def test_generate_file(smoke_run, tmp_path):
     assert all(r["output_tokens"] <= 8 and r["stop"] in ("eos", "max_new_tokens") for r in rows)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "no prompt field"}) + "\n")
-    assert main(["generate", "--adapter", str(run_dir), "--input", str(bad), "--out", str(out)]) == 2
+    assert main(["generate", "--adapter", str(run_dir), "--input", str(bad), "--out", str(tmp_path / "other.jsonl")]) == 2
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_generate_finishes_what_an_interrupted_run_saved(smoke_run, tmp_path, capsys):
+    """Issue 13: rows are saved as they come; the next run of the same job keeps them."""
+    _, run_dir, _, _, _ = smoke_run
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in ("What causes anemia?", "Define sepsis.")))
+    flags = ["--adapter", str(run_dir), "--input", str(src), "--max-new-tokens", "8", "--temperature", "0"]
+    assert main(["generate", *flags, "--out", str(tmp_path / "full.jsonl")]) == 0
+    full = [json.loads(x) for x in (tmp_path / "full.jsonl").read_text().splitlines()]
+    dec = Decoding(max_new_tokens=8, temperature=0.0, seed=0)
+    job = {"model": "smollm2-demo", "adapter": str(run_dir), "input": str(src.resolve()), "decoding": dec.to_dict()}
+    saved = {**full[1], "output": "SAVED BEFORE THE INTERRUPTION"}
+    (tmp_path / ".out.jsonl.partial").write_text(json.dumps({"job": job}) + "\n" + json.dumps(saved) + "\n" + '{"row": 1, "outp')  # cut short by a kill
+    capsys.readouterr()
+    assert main(["generate", *flags, "--out", str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows == [full[0], saved] and "Generated 2 rows (1 kept from an interrupted run)" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.jsonl", "in.jsonl", "out.jsonl"]  # the partial file is gone
+    # an existing output is replaced only when asked, and the check comes before any work
+    assert main(["generate", *flags, "--out", str(tmp_path / "out.jsonl")]) == 2
+    assert "out.jsonl already exists; pass --overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype", ["int8"])

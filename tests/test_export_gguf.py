@@ -52,10 +52,10 @@ def test_demo_model_f16_from_a_run_folder(smoke_run, demo_merged, tmp_path):
     text = "<|im_start|>user\nWhat is 12 + 30? <think>\nfirst add</think><|im_end|>\n<|im_start|>assistant\n"
     worst, _ = _compare(demo_merged, path, text)
     assert worst < F16_MAX
-    mf = (tmp_path / "Modelfile").read_text()
+    mf = (tmp_path / "demo.Modelfile").read_text()
     assert mf.startswith("FROM ./demo.gguf\n") and "<|im_start|>{{ .Role }}" in mf
     assert 'PARAMETER stop "<|im_end|>"' in mf and "PARAMETER temperature 0.6" in mf and "PARAMETER top_p 0.95" in mf
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "demo.gguf"]  # no scratch merge or temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.Modelfile", "demo.gguf"]  # no scratch merge or temp file left
 
 
 def test_demo_model_q8_0(demo_merged, tmp_path):
@@ -98,7 +98,7 @@ def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     text = "<｜begin▁of▁sentence｜><｜User｜>Why is the sky blue?<｜Assistant｜><think>\nLight scatters.\n</think>\n\nRayleigh.<｜end▁of▁sentence｜>"
     worst, _ = _compare(src, path, text, check_ids=False, loaded=loaded)
     assert worst < F16_MAX
-    mf = (tmp_path / "Modelfile").read_text()
+    mf = (tmp_path / "q.Modelfile").read_text()
     assert "<｜User｜>{{ .Content }}" in mf and 'PARAMETER stop "<｜end▁of▁sentence｜>"' in mf
 
 

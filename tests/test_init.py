@@ -129,5 +129,5 @@ def test_a_failed_run_reports_failed_with_the_cli_message_and_exit_code(tmp_path
         thinktune.train(cfg, on_event=got.append)
     except UserError as e:
         message = str(e)
-    assert got == [ev.Failed(message, 2)] and "holds no thinktune run" in message
+    assert got == [ev.Failed(message, 2)] and "holds files thinktune did not write (notes.txt)" in message
     assert (out / "notes.txt").read_text() == "mine"

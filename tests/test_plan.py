@@ -254,3 +254,12 @@ def test_plan_command_prints_the_plans_for_the_r1_distills(capsys):
     assert main(["plan", "--model", "r1-7b", "--method", "lora", "--max-length", "512", "--batch-size", "1"]) == 0
     assert "does not fit in 8 GB even with LoRA, batch 1" in capsys.readouterr().out
     assert main(["plan", "--model", "r1-7b", "--max-length", "10"]) == 2
+
+
+@pytest.mark.parametrize("memory", ["nan", "inf", "-inf", "1e308", "0", "-3"])
+def test_plan_memory_must_be_a_finite_positive_budget(capsys, memory):
+    from thinktune.cli import main
+
+    assert main(["plan", "--model", "smollm2-demo", f"--memory={memory}"]) == 2  # "=": argparse reads a bare -inf as a flag
+    err = capsys.readouterr().err
+    assert err.startswith("thinktune: error: --memory must be a finite positive number of GiB") and "Traceback" not in err

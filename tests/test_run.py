@@ -2,34 +2,52 @@
 on failure unless it holds a checkpoint, Failed events, and reading run folders back."""
 
 import json
+import os
 
 import pytest
 
 from thinktune import checkpoints, config
 from thinktune.errors import UserError
 from thinktune.events import Failed, Started
-from thinktune.run import Run, base_model_for, base_model_of, check_output_dir, read_metrics, run_config
+from thinktune.run import Run, base_model_for, base_model_of, read_metrics, run_config
 
 
 def cfg_for(out, **values):
     return config.load(None, values={"train.output_dir": str(out), "model.precision": "fp32", **values})
 
 
-def test_refusals_name_the_folder_and_write_nothing(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="exists and is a file"):
-        check_output_dir(tmp_path / "file", overwrite=True)
-    other = tmp_path / "other"
-    (other / "sub").mkdir(parents=True)
-    with pytest.raises(UserError, match="holds no thinktune run"):
-        check_output_dir(other, overwrite=True)  # never delete a folder we did not write
-    done = tmp_path / "done"
-    done.mkdir()
-    (done / "summary.json").write_text("{}")
-    with pytest.raises(UserError, match="already holds a run; pass --overwrite"):
-        check_output_dir(done, overwrite=False)
-    check_output_dir(done, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["done", "file", "other"]
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_lives(tmp_path):
+    out = tmp_path / "r"
+    with Run(cfg_for(out), "sft") as first:
+        (first.work / "mine.txt").write_text("the first run's")
+        with pytest.raises(UserError, match=rf"Another thinktune run is writing {out} right now \(PID {os.getpid()} on .*\)\. Wait for it"):
+            with Run(cfg_for(out, **{"train.overwrite": True}), "sft"):
+                pass
+        assert (first.work / "mine.txt").read_text() == "the first run's"  # its partial folder untouched
+    assert not (tmp_path / ".r.lock").exists()  # released, and removed, when the run ends
+    with Run(cfg_for(tmp_path / "s"), "sft"):
+        pass
+
+
+def test_a_lock_left_by_a_killed_run_is_not_in_the_way(tmp_path):
+    # kill -9 leaves the file; the system released its lock with the process
+    (tmp_path / ".r.lock").write_text("PID 999999 on elsewhere")
+    with Run(cfg_for(tmp_path / "r"), "sft") as run:
+        assert (tmp_path / ".r.lock").read_text().startswith(f"PID {os.getpid()} ")
+        assert run.lock is not None
+
+
+def test_ctrl_c_says_whether_a_checkpoint_can_be_resumed(tmp_path):
+    got = []
+    with pytest.raises(KeyboardInterrupt, match="no checkpoint had been completed, so nothing of this run was kept"):
+        with Run(cfg_for(tmp_path / "a"), "sft", on_event=got.append):
+            raise KeyboardInterrupt
+    assert got[-1] == Failed("interrupted; no checkpoint had been completed, so nothing of this run was kept.", 130)
+    with pytest.raises(KeyboardInterrupt, match=r"checkpoint-2, is kept in .*checkpoints: run the same command with --resume"):
+        with Run(cfg_for(tmp_path / "b"), "sft") as run:
+            (run.checkpoints / "checkpoint-2").mkdir()
+            checkpoints.seal(run.checkpoints / "checkpoint-2", {"step": 2, "tokens_seen": 1})
+            raise KeyboardInterrupt
 
 
 def test_a_failure_removes_the_partial_folder_and_reports_failed(tmp_path):
@@ -69,7 +87,7 @@ def test_resume_refuses_other_model_or_data_settings(tmp_path):
         (run.checkpoints / "checkpoint-2").mkdir()
         checkpoints.seal(run.checkpoints / "checkpoint-2", {"step": 2, "tokens_seen": 1})
         raise KeyboardInterrupt
-    with pytest.raises(UserError, match=r"lora.r was 16, now 8\): the checkpoint would not fit"):
+    with pytest.raises(UserError, match=r"lora.r was 16, now 8\): model, data and LoRA settings must fit the checkpoint"):
         Run(cfg_for(tmp_path / "r", **{"lora.r": 8}), "sft", resume=True).__enter__()
 
 

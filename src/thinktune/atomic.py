@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -10,12 +12,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def sweep(parent: Path, prefix: str) -> None:
+    """Remove what a killed process left under `prefix` + its PID: a merge killed mid-write strands
+    a folder the size of the model (issue 13); the next write to the same place cleans it up."""
+    for p in parent.glob(f"{glob.escape(prefix)}*"):
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 @contextmanager
 def temp_dir(parent: Path, prefix: str):
-    """A fresh folder beside the target (same file system, so a rename can publish it); removed
-    if the block fails."""
+    """A fresh folder beside the target (same file system, so a rename can publish it), named with
+    this process's PID; removed if the block fails, or by the next call if the process was killed."""
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    sweep(parent, prefix)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the published folder should not be
@@ -29,6 +54,7 @@ def temp_dir(parent: Path, prefix: str):
 def replace_dir(new: Path, out: Path) -> None:
     """Put a finished folder in place; an old one is moved aside first and deleted only after."""
     old = None
+    sweep(out.parent, f".{out.name}.old-")
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
@@ -37,8 +63,14 @@ def replace_dir(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def temp_file(path: Path) -> Path:
+    """The scratch name a file is written under before its rename into place (stale ones swept)."""
+    sweep(path.parent, f".{path.name}.tmp-")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_file(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -47,12 +79,29 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+def standard(obj):
+    """The object with NaN and inf floats as None: JSON has no such numbers, and Python's
+    `NaN`/`Infinity` tokens break other readers (issue 13). Only a diverged run produces them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: standard(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [standard(v) for v in obj]
+    return obj
+
+
+def dumps(obj, indent: int | None = None) -> str:
+    """Standard JSON (see `standard`), non-ASCII text kept readable."""
+    return json.dumps(standard(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
+    write_text(path, dumps(obj, indent=2))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(path, "".join(dumps(r) + "\n" for r in rows))
 
 
 @contextmanager
@@ -63,3 +112,42 @@ def scratch_dir(parent: Path, prefix: str):
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class PartialRows:
+    """JSONL rows saved as they are made, in `.<name>.partial` beside the target, under a first line
+    that names the job; a rerun of the same job keeps them and makes only the rest; `finish`
+    writes the whole file in place (issue 13: an interrupted generate loses nothing)."""
+
+    def __init__(self, out: Path, job: dict):
+        self.out, self.job = out, job
+        self.path = out.with_name(f".{out.name}.partial")
+        self.kept: dict[int, dict] = {}  # row number -> row, from an earlier run of this job
+
+    def open(self) -> dict[int, dict]:
+        """The rows an interrupted run of the same job left; the file is started anew otherwise."""
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines() if self.path.is_file() else []
+        if lines and _json_or_none(lines[0]) == {"job": self.job}:
+            for line in lines[1:]:
+                row = _json_or_none(line)
+                if not isinstance(row, dict) or not isinstance(row.get("row"), int):
+                    break  # the line a killed process cut short, and anything after it
+                self.kept[row["row"]] = row
+        write_jsonl(self.path, [{"job": self.job}, *(self.kept[k] for k in sorted(self.kept))])
+        return self.kept
+
+    def add(self, rows: list[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(dumps(r) + "\n" for r in rows))
+            f.flush()
+
+    def finish(self, rows: list[dict]) -> None:
+        write_jsonl(self.out, rows)
+        self.path.unlink(missing_ok=True)
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

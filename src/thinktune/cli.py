@@ -85,9 +85,13 @@ def _launch(n: int, argv: list[str]) -> int:
 def cmd_plan(args) -> int:
     from .plan import GiB, dims_from, fit, format_plan
 
+    # argparse's float() takes nan, inf and 1e308, which the byte count below cannot hold; nan
+    # fails every comparison, so it is refused too. 1 PiB is far above any machine's memory.
+    if not 0 < args.memory <= 2**20:
+        raise UserError(f"--memory must be a finite positive number of GiB, at most 1048576 (1 PiB); got {args.memory:g}.")
+    if (args.max_length is not None and args.max_length < 64) or (args.batch_size is not None and args.batch_size < 1):
+        raise UserError("--max-length must be at least 64 and --batch-size at least 1.")
     cfg = config_mod.load(args.config, [])
-    if args.memory <= 0 or (args.max_length is not None and args.max_length < 64) or (args.batch_size is not None and args.batch_size < 1):
-        raise UserError("--memory must be positive, --max-length at least 64 and --batch-size at least 1.")
     result = fit(
         dims_from(args.model or cfg.model.name),
         int(args.memory * GiB),
@@ -161,6 +165,7 @@ def cmd_eval(args) -> int:
         answer_line=args.answer_line,
         loss_file=args.loss,
         on_event=Console(),
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -179,25 +184,32 @@ def cmd_compare(args) -> int:
         seed=args.seed,
         answer_line=args.answer_line,
         on_event=Console(),
+        overwrite=args.overwrite,
     )
     return 0
 
 
 def cmd_generate(args) -> int:
-    from .atomic import write_jsonl
-    from .evaluate.run import generate_file
+    from .atomic import PartialRows
+    from .evaluate.run import generate_file, read_prompts
     from .model import load_for_inference
+    from .outputs import claim
     from .run import base_model_for
 
-    dec = _decoding(args, args.seed)
-    model, tokenizer = load_for_inference(base_model_for(args.model, args.adapter), args.adapter)
-    rows, speed = generate_file(model, tokenizer, args.input, dec)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out, rows)
+    claim(out, "file", args.overwrite, sources=(args.input, args.model, args.adapter))  # before any work
+    prompts = read_prompts(args.input)  # bad input fails before the model loads
+    dec = _decoding(args, args.seed)
+    model_name = base_model_for(args.model, args.adapter)
+    job = {"model": model_name, "adapter": args.adapter, "input": str(Path(args.input).resolve()), "decoding": dec.to_dict()}
+    partial = PartialRows(out, job)  # rows saved as they come: an interrupted run is finished by the next
+    model, tokenizer = load_for_inference(model_name, args.adapter)
+    rows, speed = generate_file(model, tokenizer, args.input, dec, prompts, partial)
+    partial.finish(rows)
     closed = sum(r["closed_think"] for r in rows)
+    kept = f" ({speed['rows_kept']} kept from an interrupted run)" if speed["rows_kept"] else ""
     print(
-        f"Generated {len(rows)} rows ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos. Written: {out}."
+        f"Generated {len(rows)} rows{kept} ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos. Written: {out}."
     )
     return 0
 
@@ -211,16 +223,11 @@ def cmd_merge(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_gguf
+    from .export import export_gguf, modelfile_path
 
-    out = Path(args.out)
-    if out.suffix != ".gguf":
-        raise UserError(f"--out {out}: the file name should end in .gguf.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export_gguf(Path(args.source), out, args.type)
-    print(
-        f"Wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type}) and {out.parent / 'Modelfile'}; run it with: ollama create mymodel -f {out.parent / 'Modelfile'} && ollama run mymodel"
-    )
+    out = export_gguf(Path(args.source), Path(args.out), args.type, args.overwrite)
+    mf = modelfile_path(out)
+    print(f"Wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type}) and {mf}; run it with: ollama create mymodel -f {mf} && ollama run mymodel")
     return 0
 
 

@@ -10,19 +10,63 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
 from .errors import ConfigError
 
 
-def knob(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A config field with its one-sentence explanation (shown in --help and `thinktune config`)."""
-    meta = {"help": help, "choices": choices}
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting allows, declared on its knob so that the check, its message and
+    --help all read one definition. None = unbounded on that side; open = the bound excluded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""  # a sentence added to the refusal: what the bound protects
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = _num(self.low), _num(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"more than {low}" if self.low_open else f"at least {low}"
+        return f"less than {high}" if self.high_open else f"at most {high}"
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)  # a seed bound in full, not as 4.29e+09
+
+
+def knob(
+    default: Any,
+    help: str,
+    choices: tuple | None = None,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+    why: str = "",
+) -> Any:
+    """A config field with its one-sentence explanation (shown in --help and `thinktune config`),
+    its choices, and for a number the range it must fall in (checked where the value is read)."""
+    low, low_open = (above, True) if above is not None else (at_least, False)
+    high, high_open = (below, True) if below is not None else (at_most, False)
+    rng = Range(low, high, low_open, high_open, why) if low is not None or high is not None else None
+    meta = {"help": help, "choices": choices, "range": rng}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -76,19 +120,26 @@ class DataConfig:
     response_field: str = knob("Response", "Column holding the final answer after </think>.")
     messages_field: str = knob("messages", "For format 'messages': the column with the chat list.")
     system_prompt: Optional[str] = knob(None, "Optional system message put before every question (none by default).")
-    limit: Optional[int] = knob(1500, "Use at most this many rows (null = all); fewer rows train faster but learn less.")
+    limit: Optional[int] = knob(1500, "Use at most this many rows (null = all); fewer rows train faster but learn less.", at_least=1)
     sample: str = knob(
         "first",
         "How to pick the rows under the limit: the 'first' ones or a seeded 'random' sample.",
         ("first", "random"),
     )
-    val_fraction: float = knob(0.05, "Share of the rows held out to measure loss on text the model never trains on.")
-    val_min_rows: int = knob(4, "Hold out at least this many rows, whatever the fraction gives.")
+    val_fraction: float = knob(
+        0.05,
+        "Share of the rows held out to measure loss on text the model never trains on.",
+        at_least=0,
+        at_most=0.5,
+        why="Above 0.5 most rows would not be trained on.",
+    )
+    val_min_rows: int = knob(4, "Hold out at least this many rows, whatever the fraction gives.", at_least=0)
     max_length: Optional[int] = knob(
         None,
         "Longest example in tokens; null = just long enough for the longest row, up to max_length_cap. Longer sequences cost memory and time.",
+        at_least=8,
     )
-    max_length_cap: int = knob(4096, "Upper bound for the automatic max_length; rows above it are dropped or truncated.")
+    max_length_cap: int = knob(4096, "Upper bound for the automatic max_length; rows above it are dropped or truncated.", at_least=8)
     overflow: str = knob(
         "drop",
         "Rows longer than max_length: 'drop' them (default, nothing half-learned) or 'truncate' them (keeps the start, may cut the answer and the end token).",
@@ -105,9 +156,10 @@ class LoraConfig:
     r: int = knob(
         16,
         "LoRA rank: size of the small trainable matrices; higher learns more but uses more memory and can overfit small data.",
+        at_least=1,
     )
-    alpha: int = knob(32, "LoRA scale: the update is multiplied by alpha/r; higher alpha = stronger update.")
-    dropout: float = knob(0.05, "Dropout on the LoRA input during training; a little guards small data against overfitting.")
+    alpha: int = knob(32, "LoRA scale: the update is multiplied by alpha/r; higher alpha = stronger update.", at_least=1)
+    dropout: float = knob(0.05, "Dropout on the LoRA input during training; a little guards small data against overfitting.", at_least=0, below=1)
     bias: str = knob("none", "Train bias vectors too: 'none' (default), 'lora_only' or 'all'.", ("none", "lora_only", "all"))
     target_modules: list = knob(
         ["q_proj", "v_proj"],
@@ -119,31 +171,43 @@ class LoraConfig:
 class TrainConfig:
     output_dir: str = knob("runs/medical_r1", "Run folder for the adapter, logs, plot and summary.")
     overwrite: bool = knob(False, "Replace an existing run in output_dir instead of refusing.")
-    batch_size: int = knob(2, "Rows per batch on one device; a batch is run as one pass, or row by row (rows_per_pass).")
+    batch_size: int = knob(2, "Rows per batch on one device; a batch is run as one pass, or row by row (rows_per_pass).", at_least=1)
     rows_per_pass: Optional[int] = knob(
         None,
         "Rows the model runs at once within a batch (must divide batch_size); 1 runs each row on "
         "its own: no padding, half the activation memory, the same updates; null = 1 on CPU (as "
         "fast there), batch_size on a GPU (which needs the parallel work).",
+        at_least=1,
     )
     grad_accum: int = knob(
         4,
         "Batches summed before each weight update: effective batch = batch_size x grad_accum, at no extra memory but fewer updates.",
+        at_least=1,
     )
-    epochs: float = knob(3, "Passes over the training rows; more passes fit the data better until they overfit.")
-    lr: float = knob(3e-4, "Learning rate: step size of each update; too high diverges, too low learns nothing.")
+    epochs: float = knob(3, "Passes over the training rows; more passes fit the data better until they overfit.", above=0)
+    lr: float = knob(3e-4, "Learning rate: step size of each update; too high diverges, too low learns nothing.", above=0)
     lr_scheduler: str = knob("linear", "How the learning rate decays over the run.", ("linear", "cosine", "constant"))
-    warmup_ratio: float = knob(0.0, "Share of the steps over which the learning rate ramps up from 0.")
-    weight_decay: float = knob(0.0, "Pull of the adapter weights towards zero at each step.")
-    max_grad_norm: float = knob(1.0, "Clip the gradient norm to this value to avoid unstable steps.")
+    warmup_ratio: float = knob(0.0, "Share of the steps over which the learning rate ramps up from 0.", at_least=0, below=1)
+    weight_decay: float = knob(0.0, "Pull of the adapter weights towards zero at each step.", at_least=0)
+    max_grad_norm: float = knob(
+        1.0,
+        "Clip the gradient norm to this value to avoid unstable steps; 0 turns clipping off.",
+        at_least=0,
+        why="0 turns gradient clipping off (as in transformers).",
+    )
     group_by_length: bool = knob(True, "Batch rows of similar length together so less compute goes to padding.")
-    logging_steps: int = knob(20, "Log the training loss every this many optimizer steps.")
-    eval_steps: int = knob(20, "Measure held-out loss every this many optimizer steps (and before the first).")
+    logging_steps: int = knob(20, "Log the training loss every this many optimizer steps.", at_least=1)
+    eval_steps: int = knob(
+        20,
+        "Measure held-out loss every this many optimizer steps (and before the first and at the end); 0 = only before and at the end.",
+        at_least=0,
+    )
     save_steps: int = knob(
         100,
         "Save a resumable checkpoint every this many optimizer steps (--resume continues from the newest complete one); 0 = only the final adapter.",
+        at_least=0,
     )
-    save_total_limit: Optional[int] = knob(2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all.")
+    save_total_limit: Optional[int] = knob(2, "Keep only the newest this many checkpoints and delete older ones; null keeps them all.", at_least=1)
     keep_checkpoints: bool = knob(
         False,
         "Leave the checkpoints (adapter plus optimizer state, about three times the adapter's size) "
@@ -162,7 +226,13 @@ class TrainConfig:
         True,
         "Compute the output head and loss only at positions that have a label, in chunks: the same loss without logits for prompt and pad positions.",
     )
-    seed: int = knob(42, "Random seed for the data split, sampling, shuffling and LoRA init.")
+    seed: int = knob(
+        42,
+        "Random seed for the data split, sampling, shuffling and LoRA init.",
+        at_least=0,
+        at_most=2**32 - 1,
+        why="That is the range numpy's seeding (transformers' set_seed) accepts.",
+    )
 
 
 @dataclass
@@ -189,8 +259,9 @@ def knobs() -> list[tuple[str, dataclasses.Field, Any]]:
     return out
 
 
-def _coerce(name: str, value: Any, typ: Any, choices: tuple | None, where: str) -> Any:
-    """Check one value against its declared type; ints are accepted where floats are expected."""
+def _coerce(name: str, value: Any, typ: Any, meta: Mapping[str, Any], where: str) -> Any:
+    """Check one value against its declared type, choices and range; ints are accepted where
+    floats are expected."""
     optional = typing.get_origin(typ) is typing.Union and type(None) in typing.get_args(typ)
     base = next((a for a in typing.get_args(typ) if a is not type(None)), typ) if optional else typ
     if value is None:
@@ -212,11 +283,38 @@ def _coerce(name: str, value: Any, typ: Any, choices: tuple | None, where: str) 
     if not ok:
         raise ConfigError(f"{where}: '{name}' must be a {base.__name__}, got {value!r} ({type(value).__name__}).")
     if base is float:
-        value = float(value)
-    if base is list and isinstance(value, str):
-        value = [value] if value == "all-linear" else [v.strip() for v in value.split(",")]
+        value = _finite(name, value, where)
+    if base is list:
+        value = _names(name, value, where)
+    choices, rng = meta.get("choices"), meta.get("range")
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{name}' must be one of {', '.join(choices)}; got {value!r}.")
+    if rng is not None and value not in rng:
+        raise ConfigError(f"{where}: '{name}' must be {rng}, got {value!r}. {rng.why}".rstrip())
+    return value
+
+
+def _finite(name: str, value: int | float, where: str) -> float:
+    """inf and nan pass every type check and most comparisons (nan < 0 is False), then break
+    training or the schedule far from the setting that caused it: refuse them here."""
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float, e.g. 1 followed by 400 zeros
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: '{name}' must be a finite number, got {value!r}.")
+    return number
+
+
+def _names(name: str, value: list | str, where: str) -> list[str]:
+    """A list setting names modules: "a,b" or [a, b], each a non-empty string, at least one (an
+    empty list would train nothing; a number would fail inside peft with no word of the setting)."""
+    if isinstance(value, str):
+        value = [value] if value == "all-linear" else [v.strip() for v in value.split(",")]
+    if not value:
+        raise ConfigError(f"{where}: '{name}' must name at least one module, e.g. [q_proj, v_proj] or all-linear.")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: '{name}' must be module names (strings), e.g. [q_proj, v_proj] or all-linear; got {value!r}.")
     return value
 
 
@@ -247,26 +345,16 @@ def _apply_section(cfg: Config, section: str, values: dict, where: str) -> None:
     for key, value in values.items():
         if key not in fields:
             raise _unknown(f"{section}.{key}", [f"{section}.{k}" for k in fields], where)
-        choices = fields[key].metadata.get("choices")
-        setattr(target, key, _coerce(f"{section}.{key}", value, hints[key], choices, where))
+        setattr(target, key, _coerce(f"{section}.{key}", value, hints[key], fields[key].metadata, where))
 
 
 def check(cfg: Config, where: str) -> Config:
-    """Cross-field and range checks that a type alone cannot express."""
+    """Cross-field checks that one setting's type and range (declared on its knob) cannot express."""
     rules = [
-        (0 <= cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
-        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1"),
         (
-            cfg.train.rows_per_pass is None or (cfg.train.rows_per_pass >= 1 and cfg.train.batch_size % cfg.train.rows_per_pass == 0),
-            "train.rows_per_pass must be at least 1 and divide train.batch_size (or null)",
+            cfg.train.rows_per_pass is None or cfg.train.batch_size % cfg.train.rows_per_pass == 0,
+            "train.rows_per_pass must divide train.batch_size (or be null)",
         ),
-        (cfg.train.epochs > 0 and cfg.train.lr > 0, "train.epochs and train.lr must be positive"),
-        (cfg.lora.r >= 1, "lora.r must be at least 1"),
-        (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be at least 1 (or null for all rows)"),
-        (cfg.data.max_length is None or cfg.data.max_length >= 8, "data.max_length must be at least 8 (or null)"),
-        (cfg.train.save_steps >= 0, "train.save_steps must be 0 (no checkpoints) or more"),
-        (cfg.train.save_total_limit is None or cfg.train.save_total_limit >= 1, "train.save_total_limit must be at least 1 (or null to keep all)"),
     ]
     for ok, message in rules:
         if not ok:
@@ -277,16 +365,8 @@ def check(cfg: Config, where: str) -> Config:
 def load(path: str | Path | None, overrides: Sequence[str] = (), values: dict[str, Any] | None = None) -> Config:
     """Load a YAML config (or the defaults when path is None), apply `section.key=value` text
     overrides (--set), then typed `values` ({"train.lr": 3e-4}: what CLI flags set), each checked
-    against its declared type and choices."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file {p} does not exist.")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file {p} is not valid YAML: {e}") from None
+    against its declared type, choices and range."""
+    raw: dict = {} if path is None else _read_yaml(Path(path))
     for item in overrides:
         section, key, value = _parse_override(item)
         raw.setdefault(section, {})
@@ -299,6 +379,28 @@ def load(path: str | Path | None, overrides: Sequence[str] = (), values: dict[st
         section, key = dotted.split(".", 1)
         _apply_section(cfg, section, {key: value}, f"the value given for {dotted}")
     return check(cfg, where)
+
+
+def _read_yaml(p: Path) -> dict:
+    """The top-level mapping of a config file, or a ConfigError that names the file."""
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} does not exist.")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file {p} is not UTF-8 text (byte {e.start} cannot be decoded); save it as UTF-8.") from None
+    except OSError as e:
+        raise ConfigError(f"Config file {p} cannot be read: {e.strerror}.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {p} is not valid YAML: {e}") from None
+    if raw is None:  # an empty file (or only comments): the defaults
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Config file {p}: expected a mapping of sections (model, data, lora, train) at the top level, got a {type(raw).__name__}; "
+            "see examples/medical_r1.yaml."
+        )
+    return raw
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from .atomic import write_json
 from .console import Console
 from .decoding import Decoding
 from .evaluate.generate import generate_all
+from .outputs import add_file
 from .sft import train
 
 SHOW_CHARS = 1200  # characters of each answer printed; the full text goes to demo.json
@@ -37,7 +37,7 @@ def run_demo(cfg, n_questions: int = 2, max_new_tokens: int = 1024) -> dict:
     for ex, b, a in zip(held, before, after):
         items.append({"row": ex["row"], "question": ex["question"], "base": {**b, **think_shape(b["text"])}, "tuned": {**a, **think_shape(a["text"])}})
     result = {"heldout_loss_before": summary["eval_loss_start"], "heldout_loss_after": summary["eval_loss_end"], "questions": items}
-    write_json(out / "demo.json", result)
+    add_file(out, "demo.json", result)  # listed in the run's manifest: a later --overwrite may replace it
     print_demo(result, out)
     return result
 

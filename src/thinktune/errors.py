@@ -19,3 +19,7 @@ class TrainingDiverged(UserError):
     """The loss or the gradients stopped being finite numbers; the CLI exits with code 3."""
 
     exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run, with a message that says what was kept and how to continue."""

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar, TextIO
 
+from .atomic import dumps
+
 
 @dataclass
 class Event:
@@ -31,7 +33,7 @@ class Event:
         return {"event": self.kind, **asdict(self)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        return dumps(self.to_dict())  # standard JSON: a NaN loss is null
 
 
 @dataclass
@@ -130,7 +132,7 @@ def failure(error: BaseException) -> Failed:
     from .errors import UserError
 
     if isinstance(error, KeyboardInterrupt):
-        return Failed("interrupted; nothing was written to the run folder.", 130)
+        return Failed(str(error) or "interrupted; nothing was written.", 130)
     if isinstance(error, UserError):
         return Failed(str(error), error.exit_code)
     if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:

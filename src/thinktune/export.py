@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from .atomic import replace_dir, scratch_dir, temp_dir
+from .atomic import scratch_dir, temp_file, write_text
 from .errors import UserError
+from .outputs import claim, disk_full_explained, staged
 from .run import base_model_of
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -19,19 +20,17 @@ def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False
     """Merge the adapter into its base in fp32, then cast to `dtype` and save (safetensors,
     config, tokenizer with the chat template, generation_config with the tokenizer's eos).
     The folder loads with AutoModelForCausalLM alone: no thinktune, no PEFT."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from .model import load_model, resolve
+    from .model import Source, load_model, load_tokenizer, resolve
+    from .weights import attach_adapter
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}.")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} is not empty; pass --overwrite to replace it, or choose another --out.")
-    source = resolve(base_model_of(run_dir))
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)  # the run saved its tokenizer and template
+    name = base_model_of(run_dir)
+    source = resolve(name)
+    claim(out, "merged model", overwrite, sources=(run_dir, source.path))  # before the minutes of loading
+    tokenizer = load_tokenizer(Source(str(run_dir), str(run_dir)))  # the run saved its tokenizer and template
     base = load_model(source, torch.float32, "cpu")
-    model = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
+    model = attach_adapter(base, run_dir, name).merge_and_unload()  # whole files that fit this base, or one clear error
     model = model.to(DTYPES[dtype])
     gen = model.generation_config
     gen.eos_token_id = tokenizer.eos_token_id
@@ -39,10 +38,9 @@ def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False
     if tokenizer.bos_token_id is not None:
         gen.bos_token_id = tokenizer.bos_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
-    with temp_dir(out.resolve().parent, f".{out.name}.tmp-") as tmp:
+    with staged(out, "merged model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out)
     return out
 
 
@@ -54,29 +52,43 @@ GGUF_TYPES = ("f16", "q8_0")
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 
-def export_gguf(source: Path, out_file: Path, qtype: str = "f16") -> Path:
+def modelfile_path(out_file: Path) -> Path:
+    """The Ollama Modelfile beside a .gguf, named after it so two exports can share a folder."""
+    return out_file.with_name(f"{out_file.stem}.Modelfile")
+
+
+def export_gguf(source: Path, out_file: Path, qtype: str = "f16", overwrite: bool = False) -> Path:
     """A run folder (merged on the fly) or a merged folder -> one .gguf file, plus an Ollama
     Modelfile beside it. The file is written under a temporary name and renamed when complete."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if qtype not in GGUF_TYPES:
         raise UserError(f"--type {qtype}: choose f16 or q8_0.")
+    if out_file.suffix != ".gguf":
+        raise UserError(f"--out {out_file}: the file name should end in .gguf.")
+    if not (source / "adapter_config.json").exists() and not (source / "config.json").exists():
+        raise UserError(f"{source} is neither a thinktune run folder nor a merged model folder (no adapter_config.json or config.json).")
+    claim(out_file, "file", overwrite, sources=(source,))
+    claim(modelfile_path(out_file), "file", overwrite)
     if (source / "adapter_config.json").exists():
-        with scratch_dir(out_file.resolve().parent, ".merge-") as merged:
+        with disk_full_explained(out_file), scratch_dir(out_file.resolve().parent, ".merge-") as merged:  # a killed export's is swept by the next
             merge(source, merged / "m", dtype="fp32")
-            return export_gguf(merged / "m", out_file, qtype)
-    if not (source / "config.json").exists():
-        raise UserError(f"{source} is neither a thinktune run folder nor a merged model folder (no config.json).")
+            return _export(merged / "m", out_file, qtype)
+    return _export(source, out_file, qtype)
+
+
+def _export(source: Path, out_file: Path, qtype: str) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     arch = _gguf_arch(model.config.model_type)
-    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
+    tmp = temp_file(out_file)
     try:
-        _write_gguf(model, tokenizer, arch, qtype, tmp)
-        os.replace(tmp, out_file)
+        with disk_full_explained(out_file):
+            _write_gguf(model, tokenizer, arch, qtype, tmp)
+            os.replace(tmp, out_file)
+            write_text(modelfile_path(out_file), modelfile(out_file.name, tokenizer))
     finally:
         tmp.unlink(missing_ok=True)
-    (out_file.parent / "Modelfile").write_text(modelfile(out_file.name, tokenizer), encoding="utf-8")
     return out_file
 
 

@@ -20,7 +20,8 @@ def _knob_help() -> str:
     width = max(len(name) for name, _, _ in knobs) + 2  # the longest name still gets a gap (issue 11)
     for name, f, _ in knobs:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        body = f"{f.metadata['help']} [default: {default!r}]"
+        rng = f.metadata.get("range")  # declared on the knob: the range the config check enforces
+        body = f"{f.metadata['help']} [default: {default!r}{f'; {rng}' if rng else ''}]"
         lines.append(textwrap.fill(body, 100, initial_indent=f"  {name:{width}s}", subsequent_indent=" " * (width + 2)))
     return "\n".join(lines)
 
@@ -48,6 +49,12 @@ def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, see
         p.add_argument("--seed", type=int, default=d.seed, help="Sampling seed (chat: by default a different sampling each session).")
 
 
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    """One flag, one meaning everywhere (outputs.claim): replace what thinktune wrote before; a
+    folder holding anything else, or a source the command reads, is never replaced."""
+    p.add_argument("--overwrite", action="store_true", help=f"Replace {what} written by an earlier thinktune command (never anything else).")
+
+
 def _add_eval_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--model", help="Base model (default: the one the adapter's run was trained from).")
     p.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
@@ -55,6 +62,7 @@ def _add_eval_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--limit", type=int, help="Only the first N items (a seeded random N with --seed).")
     p.add_argument("--seed", type=int, help="Sample the --limit items at random with this seed (also the sampling seed; default 0).")
     p.add_argument("--out", default=out, help=f"Output folder (default {out}).")
+    _add_overwrite(p, "the --out folder")
     p.add_argument("--answer-line", action="store_true", help="Ask the model to end with 'The answer is X.'")
     _add_decoding(p, greedy_why="a score must not depend on a sampling seed", seed=False)
 
@@ -66,7 +74,7 @@ def _add_train(sub) -> None:
     t.add_argument("--limit", type=int, help="Use at most this many rows (sets data.limit).")
     t.add_argument("--epochs", type=float, help="Passes over the data (sets train.epochs).")
     t.add_argument("--lr", type=float, help="Learning rate (sets train.lr).")
-    t.add_argument("--overwrite", action="store_true", help="Replace an existing run in the output folder.")
+    _add_overwrite(t, "the run in --out (train.overwrite=true)")
     t.add_argument("--resume", action="store_true", help="Continue an interrupted run of --out from its newest complete checkpoint (same command otherwise).")
     t.add_argument(
         "--num-processes",
@@ -125,6 +133,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
     g.add_argument("--input", required=True, help="JSON/JSONL/CSV/Parquet rows with a prompt, question or messages field (the training format works).")
     g.add_argument("--out", required=True, help="Output .jsonl file: thinking, answer, token counts and stop reason per row.")
+    _add_overwrite(g, "the --out file")
     _add_decoding(g)
 
 
@@ -144,12 +153,13 @@ def _add_export(sub) -> None:
     r.add_argument("run_dir", help="The thinktune run folder.")
     r.add_argument("--out", required=True, help="Folder for the merged model.")
     r.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="Weight format of the merged model (bf16 halves the size of fp32).")
-    r.add_argument("--overwrite", action="store_true", help="Replace a non-empty --out folder.")
+    _add_overwrite(r, "the --out folder")
     x = sub.add_parser("export", help="Export a model for other runtimes.")
     xsub = x.add_subparsers(dest="export_command", required=True)
     xg = xsub.add_parser("gguf", help="A run folder or merged folder -> GGUF file (llama.cpp, Ollama) + Modelfile.")
     xg.add_argument("source", help="A thinktune run folder (merged on the fly) or a `thinktune merge` folder.")
-    xg.add_argument("--out", required=True, help="The .gguf file to write; an Ollama Modelfile is written beside it.")
+    xg.add_argument("--out", required=True, help="The .gguf file to write; an Ollama Modelfile (NAME.Modelfile) is written beside it.")
+    _add_overwrite(xg, "the .gguf file and its Modelfile")
     xg.add_argument("--type", default="f16", choices=["f16", "q8_0"], help="f16 keeps full quality; q8_0 is about half the size at a small accuracy cost.")
 
 

@@ -1,9 +1,11 @@
-"""Load a base model and its tokenizer (hub id, local folder or GGUF file) and add LoRA."""
+"""Load a base model and its tokenizer (hub id, local folder or GGUF file), pick device and
+precision, and add LoRA; weights.py checks the weight files and attaches trained adapters."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import torch
 from .aliases import ALIASES, HUB_ALIASES, R1_QWEN_DISTILLS
 from .atomic import temp_dir
 from .errors import UserError
+from .weights import _check_weight_files, _fix_for, _raise_broken_json, attach_adapter
 
 
 @dataclass
@@ -121,6 +124,8 @@ def load_tokenizer(source: Source):
         folder = _gguf_cache(source) if source.gguf_file else _offline_tokenizer(source)
         tok = AutoTokenizer.from_pretrained(str(folder) if folder else source.path)
     except (OSError, ValueError) as e:  # a folder without tokenizer files raises ValueError
+        if isinstance(e, json.JSONDecodeError):  # which file: the error does not say (issue 13)
+            _raise_broken_json(Path(str(folder) if folder else source.path), _fix_for(source))
         raise UserError(f"Could not load the tokenizer of '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # safe: pads are masked by position, never by id
@@ -153,14 +158,7 @@ def load_for_inference(model_name: str, adapter: str | None, device: str = "auto
     tokenizer = load_tokenizer(source)
     model = load_model(source, weight_dtype(pick_precision("auto", dev), dev), dev)
     if adapter:
-        from peft import PeftModel
-
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a thinktune run folder (or any PEFT adapter folder).")
-        try:
-            model = PeftModel.from_pretrained(model, adapter)
-        except (RuntimeError, ValueError, KeyError) as e:  # e.g. an adapter trained on another base
-            raise UserError(f"--adapter {adapter} does not fit {model_name}: {str(e).splitlines()[0][:300]}") from None
+        model = attach_adapter(model, adapter, model_name)
     return model.eval(), tokenizer
 
 
@@ -198,10 +196,15 @@ def load_model(source: Source, dtype: torch.dtype, device: str, attn: str = "aut
     quant = quantization_config(load_in_4bit, device, dtype if dtype != torch.float32 else torch.bfloat16)
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": torch.cuda.current_device()})
+    path = source.path
     try:
         path = str(_gguf_cache(source)) if source.gguf_file else source.path
         model: Any = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # SafetensorError, pickle and zip errors, OSError...: see what the files say
+        if Path(path).is_dir():
+            _check_weight_files(Path(path), _fix_for(source))  # raises for a damaged or refused file
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         raise UserError(f"Could not load the model '{source.name}': {str(e).splitlines()[0]} (offline, give a local folder or a .gguf file).") from None
     return model if quant is not None else model.to(device)
 

@@ -2,11 +2,12 @@
 
 Layout of a finished run folder (`train.output_dir`): the PEFT adapter (adapter_config.json,
 adapter_model.safetensors), the tokenizer, config.yaml (every setting), metrics.jsonl (one line
-per logged step and held-out measurement), loss_curve.png, summary.json and README.md (the model
-card). It is built in `.<name>.partial/` beside the target and renamed into place only when
+per logged step and held-out measurement), loss_curve.png, summary.json, README.md (the model
+card) and the manifest of thinktune's outputs (outputs.MANIFEST). It is built in `.<name>.partial/` beside the target and renamed into place only when
 complete, so a failed or killed run never leaves a half-written adapter or summary where a
 finished run would be. Checkpoints (train.save_steps) live in `.<name>.partial/checkpoints/`,
-sealed when complete; `--resume` continues from the newest sealed one. Under `torchrun` or
+sealed when complete; `--resume` continues from the newest sealed one. While a run lives it holds
+`.<name>.lock` beside the target, so a second run into the same folder is refused. Under `torchrun` or
 `accelerate launch` every process trains, and only the main one writes.
 """
 
@@ -16,6 +17,8 @@ import json
 import math
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +28,35 @@ from accelerate.utils import broadcast_object_list
 
 from . import checkpoints
 from . import config as config_mod
-from .atomic import replace_dir, write_json, write_jsonl, write_text
-from .errors import UserError
+from .atomic import dumps, write_json, write_jsonl, write_text
+from .errors import Interrupted, UserError
 from .events import Event, Finished, Message, OnEvent, Started, failure, ignore
+from .outputs import claim, publish
 from .plots import loss_curve
 
-MARKERS = ("adapter_config.json", "summary.json", "metrics.jsonl")  # files that make a folder a run
-# Settings that may differ between a run and its --resume without changing what is trained.
-RESUME_FREE = {"train.overwrite", "train.logging_steps", "train.eval_steps", "train.save_steps", "train.save_total_limit", "train.keep_checkpoints"}
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs into one folder are not guarded there
+    fcntl = None  # type: ignore[assignment]
+
+# Settings that may differ between a run and its --resume without changing what is trained (the
+# speed levers give the same updates: tests/test_speed.py).
+RESUME_FREE = {
+    "train.overwrite",
+    "train.logging_steps",
+    "train.eval_steps",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.keep_checkpoints",
+    "train.rows_per_pass",
+    "train.head_on_labels",
+    "train.packing",
+    "train.gradient_checkpointing",
+}
+# Settings that decide which rows each step trains on: the checkpoint's step would point into
+# another order, so a resume with them changed is refused (issue 13). Every other train.* change
+# (lr, schedule, epochs, weight decay, clipping) is applied from the next step on, and said.
+RESUME_FIXED = {"train.batch_size", "train.grad_accum", "train.seed", "train.group_by_length"}
 
 
 # --- reading run folders (eval, compare, chat, merge and export use these) ---------------------
@@ -108,6 +132,7 @@ class Run:
         self.resume_from: str | None = None  # the checkpoint folder this run continues from
         self.records: list[dict] = []  # metrics.jsonl so far
         self.warnings: list[str] = []
+        self.lock: tuple[int, Path] | None = None  # held by the main process while the run lives
 
     # lifecycle
 
@@ -122,18 +147,31 @@ class Run:
             self.main = self.state.is_main_process
             self.resume_from, self.records = self.on_main(self._open)
         except BaseException as e:
+            self._unlock()
             self.emit(failure(e))
             raise
         self.emit(Started(self.stage, str(self.out), self.start_step if self.resume_from else None))
         return self
 
     def __exit__(self, kind, error, tb) -> None:
+        self._unlock()
         if error is None:
             return
         # Keep the partial run only when it holds a checkpoint worth resuming from.
         last = checkpoints.latest_complete(self.work / "checkpoints")[0] if self.work.is_dir() else None
         if self.main and self.work.is_dir() and last is None:
             shutil.rmtree(self.work, ignore_errors=True)
+        if isinstance(error, KeyboardInterrupt) and self.main:
+            # Say what a Ctrl-C left: before, the message said "nothing was written" even with a
+            # checkpoint to resume from (issue 13).
+            kept = (
+                f"the last complete checkpoint, {last.name}, is kept in {self.checkpoints}: run the same command with --resume to continue from it."
+                if last
+                else "no checkpoint had been completed, so nothing of this run was kept."
+            )
+            stop = Interrupted(f"interrupted; {kept}")
+            self.emit(failure(stop))
+            raise stop from None
         try:
             if isinstance(error, Exception) and not isinstance(error, UserError):
                 # Writers fail in their own words on a full disk (tokenizers: "os error 28", torch.save:
@@ -151,7 +189,7 @@ class Run:
         if self.main:
             (self.work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
             self._write_outputs(tokenizer, summary)
-            replace_dir(self.work, self.out)
+            publish(self.work, self.out, "run")
         self.emit(Finished(str(self.out), summary, text))
         self.state.wait_for_everyone()
 
@@ -172,7 +210,7 @@ class Run:
         self.records.append(rec)
         if self.main:
             with (self.work / "metrics.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(dumps(rec) + "\n")
 
     def plot(self) -> None:
         """Redraw loss_curve.png from the records so far (a long run can be watched)."""
@@ -215,7 +253,9 @@ class Run:
     # inside
 
     def _open(self) -> tuple[str | None, list[dict]]:
-        check_output_dir(self.out, self.cfg.train.overwrite)
+        claim(self.out, "run", self.cfg.train.overwrite)  # a clear error for an unusable --out; makes the parent, where the lock lives
+        self._lock()  # before anything in the partial folder is touched
+        claim(self.out, "run", self.cfg.train.overwrite)  # again, under the lock: another run may have finished there meanwhile
         if self.resume:
             return self._reopen()
         last = checkpoints.latest_complete(self.checkpoints)[0] if self.checkpoints.is_dir() else None
@@ -232,19 +272,59 @@ class Run:
         write_text(self.work / "config.yaml", config_mod.dump(self.cfg))
         return None, []
 
+    def _lock(self) -> None:
+        """One run at a time into a folder (issue 13): two would delete each other's partial folder
+        and mix their checkpoints and metrics. An advisory lock beside the folder, held while the
+        process lives: the system drops it when the process ends, even by kill -9, so a crash
+        never leaves a stale lock behind."""
+        if fcntl is None:
+            return
+        path = self.out.resolve().parent / f".{self.out.name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise UserError(
+                    f"Another thinktune run is writing {self.out} right now ({holder}). Wait for it to finish, or choose another --out: "
+                    "two runs into one folder would mix their checkpoints and metrics."
+                ) from None
+            if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the holder removed the file while we opened it: lock the current one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.lock = (fd, path)
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            fd, path = self.lock
+            path.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
+            os.close(fd)
+            self.lock = None
+
     def _reopen(self) -> tuple[str, list[dict]]:
         work, cfg = self.work, self.cfg
         if not (work / "config.yaml").is_file():
             done = " It already finished: its run folder is complete." if (self.out / "summary.json").is_file() else ""
             raise UserError(f"Nothing to resume for {self.out}: there is no interrupted run in {work}.{done} Run without --resume to start one.")
         changes = _config_changes(config_mod.load(work / "config.yaml"), cfg)
-        fatal = [c for c in changes if not c[0].startswith("train.")]
+        fatal = [c for c in changes if not c[0].startswith("train.") or c[0] in RESUME_FIXED]
         if fatal:
             listed = "; ".join(f"{k} was {a!r}, now {b!r}" for k, a, b in fatal)
-            raise UserError(f"Cannot resume {work} with different model, data or LoRA settings ({listed}): the checkpoint would not fit them.")
+            raise UserError(
+                f"Cannot resume {work} with these settings changed ({listed}): model, data and LoRA settings must fit the checkpoint, and "
+                "train.batch_size, grad_accum, seed and group_by_length decide which rows each step trains on. Resume with the same values, "
+                "or start again with --overwrite."
+            )
         for key, a, b in changes:
             if key not in RESUME_FREE:
-                self.say(f"resuming with {key} changed from {a!r} to {b!r}; the result will differ from an uninterrupted run.", "warning")
+                self.say(
+                    f"resuming with {key} changed from {a!r} to {b!r}: applied from the next step on, so the result will differ from an uninterrupted run.",
+                    "warning",
+                )
         last, skipped = checkpoints.latest_complete(self.checkpoints) if self.checkpoints.is_dir() else (None, [])
         for folder, why in skipped:  # housekeeping, not a fact about the model: not kept for the card
             self.emit(Message(f"skipping {folder.name}: {why}. Removing it.", "warning"))
@@ -282,25 +362,6 @@ class Run:
         one = checkpoints.checkpoint_bytes(trainable, tok_bytes)
         need = kept * one + 4 * trainable + (8 << 20)  # + the final adapter, metrics and plot
         checkpoints.check_free_space(self.work, need, f"{kept} checkpoint(s) of ~{one / 2**20:,.1f} MiB and the final adapter")
-
-
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write over an existing run, and fail early on an unwritable folder."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"Output folder {out} exists and is a file; choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        if not any((out / m).exists() for m in MARKERS):
-            # Never delete a folder we did not write (e.g. --out runs, holding other runs).
-            raise UserError(f"Output folder {out} is not empty and holds no thinktune run; choose a new or empty folder for --out.")
-        if not overwrite:
-            raise UserError(f"Output folder {out} already holds a run; pass --overwrite (train.overwrite=true) to replace it, or choose another --out.")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"Cannot create the folder {parent} for --out {out}: {e.strerror}. Choose a writable --out.") from e
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"Cannot write into {parent}; choose a writable --out.")
 
 
 def _config_changes(old, new) -> list[tuple[str, object, object]]:

@@ -4,9 +4,11 @@ the non-finite guard), its seeded sampler, its loss strategy and sealed checkpoi
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
@@ -33,6 +35,10 @@ class HeldoutEval(TrainerCallback):
             return
         self.last_step = state.global_step
         loss = heldout_loss(model, self.val, self.collator, self.batch_size)["loss"]
+        limit = loss_limit(model.config.vocab_size, self.run.records)
+        if not (math.isfinite(loss) and loss <= limit) and state.global_step > 0:
+            what = f"the held-out loss became {loss:g}" + (f", above {limit:.2f} {LIMIT_WORDS}" if math.isfinite(loss) else "")
+            raise diverged(self.run.checkpoints, self.run.cfg.train.lr, state.global_step, what, state.global_step - 1, self.run.main)
         self.run.record({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": loss})
         self.run.emit(HeldOut(state.global_step, state.max_steps, loss))
         self.run.plot()
@@ -90,20 +96,66 @@ class Progress(TrainerCallback):
         return per_step * (state.max_steps - step)
 
 
-class NonFiniteGuard(TrainerCallback):
-    """Stops the run before an optimizer step would apply a NaN/inf gradient, so no checkpoint
-    (and no adapter) ever holds the diverged weights."""
+def _finite(tensors) -> bool:
+    """All finite, agreed by every process (FSDP shards differ)."""
+    sums = [t.detach().float().abs().sum() for t in tensors]
+    bad = torch.tensor(0.0 if not sums or torch.isfinite(torch.stack(sums).sum()) else 1.0)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return not bad.item()
 
-    def __init__(self, trainer: "ThinktuneTrainer"):
-        self.trainer = trainer
+
+LIMIT_WORDS = "(three times the held-out loss before training, at most twice the loss of a uniform guess)"
+
+
+def loss_limit(vocab_size: int | None, records: list[dict]) -> float:
+    """The loss above which a run has diverged, not just had a bad batch: three times the held-out
+    loss measured before training, and in any case twice the loss of guessing uniformly over the
+    vocabulary (issue 13: lr=1e6 took the held-out loss from 2.6 to 16.6, finite, and its checkpoint
+    was called good)."""
+    limit = 2 * math.log(vocab_size) if vocab_size else math.inf
+    start = next((r["eval_loss"] for r in records if "eval_loss" in r), None)
+    return min(limit, 3 * start) if start is not None and math.isfinite(start) and start > 0 else limit
+
+
+def diverged(folder: Path, lr: float, step: int, what: str, sane_through: int, main: bool = True) -> TrainingDiverged:
+    """The error that ends a diverged run. Checkpoints newer than the last weights known to give a
+    sane loss are removed, so --resume continues from a good one (issue 13: one saved from wrecked
+    but finite weights made the advice fail again at the next step)."""
+    for old in folder.glob("checkpoint-*") if main else ():
+        if checkpoints.step_of(old) > sane_through:
+            shutil.rmtree(old, ignore_errors=True)
+    last, _ = checkpoints.latest_complete(folder) if folder.is_dir() else (None, [])
+    kept = (
+        f"The last good checkpoint is {last}: fix the cause (e.g. a lower train.lr), then run the same command with --resume to continue from it."
+        if last
+        else "No good checkpoint had been saved (train.save_steps), so nothing of this run was kept."
+    )
+    return TrainingDiverged(
+        f"Training stopped at optimizer step {step}: {what}, so that update was not saved. Usual causes: a learning rate too high "
+        f"for this model (train.lr is {lr:g}), fp16 overflow (try model.precision=fp32 or bf16), or a broken row in the data. {kept}"
+    )
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stops the run before a bad update is applied or saved (issues 6, 13): a loss that is not a
+    finite, sane number (loss_limit), a non-finite gradient, or an update that
+    left a weight non-finite. Registered first, so nothing measures or saves such weights."""
+
+    def __init__(self):
+        self.trainer: ThinktuneTrainer | None = None
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        grads = [p.grad.detach().float().abs().sum() for p in model.parameters() if p.requires_grad and p.grad is not None]
-        bad = torch.tensor(0.0 if not grads or torch.isfinite(torch.stack(grads).sum()) else 1.0)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # FSDP shards differ
-        if bad.item():
-            raise TrainingDiverged(self.trainer.diverged_message(state.global_step + 1))
+        assert self.trainer is not None
+        grads_ok = _finite(p.grad for p in model.parameters() if p.requires_grad and p.grad is not None)
+        if self.trainer.bad_loss is not None or not grads_ok:
+            raise self.trainer.diverged(state.global_step + 1)
+        self.trainer.sane_through = state.global_step  # the weights after it gave this step a sane loss
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        assert self.trainer is not None
+        if not _finite(p for p in model.parameters() if p.requires_grad):
+            raise self.trainer.diverged(state.global_step, "the update made adapter weights non-finite (NaN or inf)")
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):
@@ -123,14 +175,21 @@ class ThinktuneTrainer(Trainer):
     """Trainer that computes the loss the way `loss` says, reports useful tokens/s (the rows' own
     tokens, pads excluded), seals every checkpoint it saves and keeps only the newest `keep`."""
 
-    def __init__(self, *a, loss: Loss, keep: int | None = None, tokens_seen: int = 0, lengths=None, **kw):
+    def __init__(self, *a, loss: Loss, keep: int | None = None, tokens_seen: int = 0, start_step: int = -1, records=(), lengths=None, **kw):
         kw["compute_loss_func"] = loss if loss.kind == "head_on_labels" else None  # the Trainer's hook for a custom loss
         super().__init__(*a, **kw)
         self.loss, self.keep, self.lengths = loss, keep, lengths
         self.tokens_seen, self.positions_seen = tokens_seen, 0
+        self._loss_step = -1
         self.bad_loss: tuple[int, float] | None = None
+        self.step_loss = 0.0  # the loss of optimizer step _loss_step so far (its micro-batch losses add up to it)
+        self.sane_through = start_step  # the newest step whose weights gave a sane loss: its checkpoint is good
+        self.vocab_size = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        self.records = records  # the run's metrics so far (its held-out loss before training sets the loss limit)
         self._mark: tuple[int, float] | None = None  # (tokens, time) at the last log; set at the first step, not at start-up
-        self.add_callback(NonFiniteGuard(self))
+        guard = NonFiniteGuard()
+        guard.trainer = self
+        self.callback_handler.callbacks.insert(0, guard)  # before HeldoutEval and the checkpoint save
         # our console: one bar, one line per logged step (console.py), instead of raw dicts
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -146,24 +205,21 @@ class ThinktuneTrainer(Trainer):
         self.tokens_seen += int(mask.sum()) if mask is not None and mask.dim() == 2 else inputs["input_ids"].numel()
         self.positions_seen += inputs["input_ids"].numel()
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.bad_loss is None and not torch.isfinite(loss):
-            self.bad_loss = (self.state.global_step + 1, float(loss))
+        step = self.state.global_step + 1
+        if self._loss_step != step:
+            self.step_loss, self._loss_step = 0.0, step
+        self.step_loss += float(loss)
+        if self.bad_loss is None and not (math.isfinite(self.step_loss) and self.step_loss <= loss_limit(self.vocab_size, self.records)):
+            self.bad_loss = (step, self.step_loss)
         return loss
 
-    def diverged_message(self, step: int) -> str:
-        what = f"the loss became {self.bad_loss[1]}" if self.bad_loss else "the gradient became non-finite (NaN or inf)"
-        folder = Path(self.args.output_dir or ".")
-        last, _ = checkpoints.latest_complete(folder) if folder.is_dir() else (None, [])
-        kept = (
-            f"The last good checkpoint is {last}: fix the cause, then run the same command with --resume to continue from it."
-            if last
-            else "No checkpoint had been saved yet (train.save_steps), so nothing of this run was kept."
-        )
-        return (
-            f"Training stopped at optimizer step {step}: {what}, so the update was not applied and nothing after it was "
-            f"saved. Usual causes: a learning rate too high for this model (train.lr is {self.args.learning_rate:g}), "
-            f"fp16 overflow (try model.precision=fp32 or bf16), or a broken row in the data. {kept}"
-        )
+    def diverged(self, step: int, what: str | None = None) -> TrainingDiverged:
+        if what is None and self.bad_loss:
+            loss = self.bad_loss[1]
+            limit = loss_limit(self.vocab_size, self.records)
+            what = f"the loss became {loss:g}" + (f", above {limit:.2f} {LIMIT_WORDS}" if math.isfinite(loss) else "")
+        what = what or "the gradient became non-finite (NaN or inf)"
+        return diverged(Path(self.args.output_dir or "."), self.args.learning_rate, step, what, self.sane_through, self.args.should_save)
 
     def log(self, logs, start_time=None):
         if "loss" in logs and self._mark is not None:
@@ -181,6 +237,23 @@ class ThinktuneTrainer(Trainer):
         if self.args.train_sampling_strategy == "group_by_length" and self.lengths is not None:
             return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, self.lengths, self.args.seed)
         return super()._get_train_sampler(train_dataset)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # --resume: the checkpoint restores AdamW's moments and the schedule's position, but also the
+        # old learning rate and weight decay; the settings of this run win, from its next step on
+        # (issue 13: a changed train.lr was recorded and then ignored).
+        optimizer, sched = self.optimizer, self.lr_scheduler
+        if checkpoint is None or optimizer is None or not isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+            return super()._load_optimizer_and_scheduler(checkpoint)  # DeepSpeed's own scheduler: as saved
+        fresh: list[dict[str, Any]] = [{k: g[k] for k in ("initial_lr", "weight_decay") if k in g} for g in optimizer.param_groups]
+        base_lrs = list(sched.base_lrs)
+        super()._load_optimizer_and_scheduler(checkpoint)
+        for group, settings in zip(optimizer.param_groups, fresh):
+            group.update(settings)
+        sched.base_lrs = base_lrs
+        for group, base, factor in zip(optimizer.param_groups, base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)  # what LambdaLR.step sets
+        sched._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -68,3 +68,56 @@ def test_non_utf8_file(tmp_path):
     p.write_bytes("Question,Complex_CoT,Response\ncaf\xe9,r,a\n".encode("latin-1"))
     with pytest.raises(DataError, match="is not UTF-8 text"):
         load_rows(str(p))
+
+
+def test_deeply_nested_json_names_the_file_not_a_recursion_error(tmp_path):
+    deep = "[" * 200_000 + "]" * 200_000
+    p = tmp_path / "deep.json"
+    p.write_text(deep)
+    with pytest.raises(DataError, match=r"^Data file .*deep.json is nested too deeply to be a data file"):
+        load_rows(str(p))
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text(json.dumps(ROW) + "\n" + deep + "\n")
+    with pytest.raises(DataError, match=r"^Data file .*deep.jsonl, line 2, is nested too deeply"):
+        load_rows(str(lines))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "why"),
+    [
+        ("e.json", "", " (the file is empty)"),
+        ("b.json", " \n", " (the file is empty)"),
+        ("e.jsonl", "\n\n", " (the file is empty)"),
+        ("e.csv", "", " (the file is empty)"),
+        ("h.csv", "Question,Complex_CoT,Response\n", ""),
+        ("l.json", "[]", ""),
+    ],
+)
+def test_a_file_without_rows_is_named(tmp_path, name, text, why):
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(DataError) as e:
+        load_rows(str(p))
+    assert str(e.value) == f"Data file {p} holds no rows{why}; give a file with at least one row."
+
+
+def test_csv_fields_longer_than_csvs_default_limit_are_read(tmp_path):
+    p = tmp_path / "long.csv"
+    cot = "step " * 40_000  # 200,000 characters: csv's default limit is 131,072
+    p.write_text(f"Question,Complex_CoT,Response\nQ?,{cot},A.\n")
+    assert load_rows(str(p)) == [{"Question": "Q?", "Complex_CoT": cot, "Response": "A."}]
+
+
+def test_unreadable_csv_names_the_line(tmp_path, monkeypatch):
+    import csv
+
+    from thinktune.data import load
+
+    monkeypatch.setattr(load, "CSV_FIELD_LIMIT", 20)  # a field over the limit is one csv.Error csv raises
+    p = tmp_path / "bad.csv"
+    p.write_text("Question,Complex_CoT,Response\nQ?,r,a\nQ?,a reasoning that is too long,a\n")
+    try:
+        with pytest.raises(DataError, match=r"^Data file .*bad.csv, line 3: not readable as CSV \(field larger than field limit \(20\)\)"):
+            load_rows(str(p))
+    finally:
+        csv.field_size_limit(131072)  # csv's limit is process-wide: other tests get the default back

@@ -119,3 +119,23 @@ def test_rows_that_lose_their_answer_warn_and_all_lost_is_refused(r1_tokenizer, 
     refuse_answerless(some.report)  # some answers remain: a warning, not an error
     few = prepare(DataConfig(**{**cut.__dict__, "max_length": starts[9] + 1}), r1_tokenizer, rows=shared_en[:12])
     assert few.report.train_answer_lost == 2 and not any("lose their whole answer" in w for w in few.report.warnings)  # 2 of 12: under a quarter
+
+
+def test_a_lone_surrogate_is_a_data_error_before_the_tokenizer_sees_it(r1_tokenizer, shared_en):
+    """The tokenizer raises a TypeError on a lone surrogate; validation names row and field first."""
+    rows = [dict(r) for r in shared_en[:6]]
+    rows[2]["Question"] = "bad \ud800 here"
+    with pytest.raises(
+        DataError,
+        match=r"^Data file s.json: 1 of 6 rows cannot be used: field 'Question' holds an invalid character \(a lone UTF-16 surrogate, \\ud800: .* in 1 row \(row 3\)",
+    ):
+        prepare(DataConfig(path="s.json", limit=None), r1_tokenizer, rows=rows)
+
+
+def test_control_characters_are_a_warning_in_the_report(r1_tokenizer, shared_en):
+    rows = [dict(r) for r in shared_en[:6]]
+    rows[1]["Response"] += " ok\x00 \x07 bell"
+    p = prepare(DataConfig(path="c.json", limit=None), r1_tokenizer, rows=rows)
+    assert p.report.train_rows + p.report.val_rows == 6  # kept
+    warning = "1 row holds control characters (NUL, BEL) in 'Response': row 2; they are kept as they are (remove them if the model should not learn them)."
+    assert p.report.warnings == [warning] and pipeline.report_lines(p.report)[-1] == ("warning", warning)

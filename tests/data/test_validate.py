@@ -1,9 +1,11 @@
 """validate.py: raw rows to Samples; every bad row in one DataError naming file, rows and field."""
 
+import json
+
 import pytest
 
 from thinktune.config import DataConfig
-from thinktune.data.validate import Sample, ValidationReport, split_reasoning, validate_columns, validate_messages
+from thinktune.data.validate import Sample, ValidationReport, invalid_text, split_reasoning, turns_problem, validate_columns, validate_messages
 from thinktune.errors import DataError
 
 ROW = {"Question": " Q? ", "Complex_CoT": "\nR.\n", "Response": " A. "}
@@ -106,7 +108,7 @@ def test_bad_messages_rows_name_the_file_the_rows_and_the_field():
     assert msg.startswith("Data file chat.jsonl: 6 of 7 rows cannot be used: ")
     assert "field 'messages' missing in 1 row (row 2)" in msg
     assert "field 'messages' not a non-empty list of turns in 1 row (row 3)" in msg
-    assert "field 'messages' has a turn that is not {role: system|user|assistant, content: text} in 1 row (row 4)" in msg
+    assert "field 'messages' turn 1 has a non-text 'content' (int) in 1 row (row 4)" in msg
     assert "field 'messages' does not end with a user turn followed by an assistant turn in 1 row (row 5)" in msg
     assert "field 'messages' last assistant turn has no <think> reasoning or no answer in 2 rows (row 6, 7)" in msg
     assert "Every row needs non-empty text in 'messages'" in msg
@@ -143,3 +145,69 @@ def test_duplicates_warn():
     assert len(samples) == 3
     assert report.duplicates == [(2, 1)]
     assert "row 2 repeats row 1" in report.warnings()[0]
+
+
+SURROGATE = (
+    "holds an invalid character (a lone UTF-16 surrogate, \\ud800: half of a character such as an emoji; remove it or replace it with the whole character)"
+)
+
+
+def test_a_lone_surrogate_names_the_row_and_the_field():
+    rows = [ROW, ROW, {**ROW, "Question": json.loads('"bad \\ud800 here"')}, {**ROW, "Response": "x\udc00"}]
+    msg = error(validate_columns, rows, source="s.json", numbers=[1, 2, 3, 9])
+    assert msg.startswith(
+        f"Data file s.json: 2 of 4 rows cannot be used: field 'Question' {SURROGATE} in 1 row (row 3); field 'Response' holds an invalid character (a lone UTF-16 surrogate, \\udc00: "
+    )
+    assert "in 1 row (row 9)" in msg
+
+
+def test_a_surrogate_pair_is_a_character_not_an_error():
+    emoji = json.loads('"smile \\ud83d\\ude00"')  # JSON's escapes for one emoji, as JSON writers emit them
+    assert emoji == "smile \U0001f600" and invalid_text(emoji) is None
+    samples, _ = validate_columns([{**ROW, "Question": emoji}], DataConfig(), "d.json")
+    assert samples[0].messages[-1]["content"] == emoji
+
+
+def test_a_lone_surrogate_in_a_chat_turn_or_its_reasoning_names_the_turn():
+    rows = [
+        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q\ud800"}, {"role": "assistant", "content": "<think>r</think>a"}]},
+        msg_row("Q?", "A.", reasoning_content="r\udfff"),
+    ]
+    msg = error(validate_messages, rows, DataConfig(format="messages"), source="chat.jsonl")
+    assert f"field 'messages' turn 2 {SURROGATE} in 1 row (row 1)" in msg
+    assert "field 'messages' turn 2 holds an invalid character (a lone UTF-16 surrogate, \\udfff: " in msg and "in 1 row (row 2)" in msg
+
+
+def test_turns_problem_names_the_turn_and_what_is_wrong():
+    user = {"role": "user", "content": "Q"}
+    assert turns_problem([user, {"role": "assistant", "content": "A"}]) is None
+    assert turns_problem(None) == "missing"
+    assert turns_problem("hi") == turns_problem([]) == "not a non-empty list of turns"
+    assert turns_problem([user, "A"]) == "turn 2 is not an object {role, content} (str)"
+    assert turns_problem([{"content": "Q"}]) == "turn 1 has no 'role'"
+    assert turns_problem([{"role": "bot", "content": "Q"}]) == "turn 1 has role 'bot', not system, user or assistant"
+    assert turns_problem([user, {"role": "user"}]) == "turn 2 has no 'content'"
+    assert turns_problem([{"role": "user", "content": None}]) == "turn 1 has a non-text 'content' (NoneType)"
+
+
+def test_control_characters_warn_with_rows_and_field_but_tab_newline_and_return_do_not():
+    rows = [
+        {**ROW, "Question": "Q1\tcol\r\nline"},
+        {**ROW, "Question": "Q2", "Response": "ok\x00 \x07 bell"},
+        {**ROW, "Question": "Q3", "Response": "x\x7f y\x00", "Complex_CoT": "r\x85s"},  # C1 NEL inside the text (at its ends strip() removes it)
+    ]
+    samples, report = validate_columns(rows, DataConfig(), "d.json")
+    assert [s.response for s in samples] == ["A.", "ok\x00 \x07 bell", "x\x7f y\x00"]  # kept as they are
+    assert report.control == [(2, "Response", ["NUL", "BEL"]), (3, "Complex_CoT", ["U+0085"]), (3, "Response", ["DEL", "NUL"])]
+    assert report.warnings() == [
+        "2 rows hold control characters (NUL, BEL, DEL) in 'Response': rows 2, 3; they are kept as they are (remove them if the model should not learn them).",
+        "1 row holds control characters (U+0085) in 'Complex_CoT': row 3; they are kept as they are (remove them if the model should not learn them).",
+    ]
+
+
+def test_control_characters_in_chats_and_many_rows():
+    rows = [msg_row(f"Q{i}\x1b[0m", "<think>r</think>a") for i in range(7)]
+    _, report = validate_messages(rows, DataConfig(format="messages"), "chat.jsonl", numbers=list(range(11, 18)))
+    assert report.warnings() == [
+        "7 rows hold control characters (ESC) in 'messages': rows 11, 12, 13, 14, 15, ...; they are kept as they are (remove them if the model should not learn them)."
+    ]

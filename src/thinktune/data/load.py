@@ -9,15 +9,22 @@ from pathlib import Path
 from ..errors import DataError
 
 FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+# Long reasoning traces pass csv's default field limit (131,072 characters); 2**31 - 1 is the
+# largest limit every platform's C long takes.
+CSV_FIELD_LIMIT = 2**31 - 1
 
 
 def load_rows(path: str, hub_config: str | None = None, split: str = "train") -> list[dict]:
     """Return the rows of a data file (JSON list, JSONL, CSV, Parquet) or of a hub dataset."""
     p = Path(path)
     try:
-        return _load(p, path, hub_config, split)
+        rows = _load(p, path, hub_config, split)
     except UnicodeDecodeError as e:
         raise DataError(f"Data file {p} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8.") from None
+    if not rows and p.is_file():
+        empty = " (the file is empty)" if not p.read_bytes().strip() else ""
+        raise DataError(f"Data file {p} holds no rows{empty}; give a file with at least one row.")
+    return rows
 
 
 def _load(p: Path, path: str, hub_config: str | None, split: str) -> list[dict]:
@@ -30,8 +37,7 @@ def _load(p: Path, path: str, hub_config: str | None, split: str) -> list[dict]:
         if suffix == ".json":
             return _read_json(p)
         if suffix == ".csv":
-            with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
-                return list(csv.DictReader(f))
+            return _read_csv(p)
         if suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -46,10 +52,14 @@ def _load(p: Path, path: str, hub_config: str | None, split: str) -> list[dict]:
 
 def _read_json(p: Path) -> list[dict]:
     text = p.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        return []  # load_rows names the empty file
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"Data file {p} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    except RecursionError:  # json recurses once per level: [[[[...]]]] exhausts the stack
+        raise DataError(_too_deep(p)) from None
     if isinstance(data, dict):
         # A JSON object holding one list (e.g. {"data": [...]}) is accepted.
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -73,8 +83,28 @@ def _read_jsonl(p: Path) -> list[dict]:
                 raise DataError(
                     f"Data file {p}, line {lineno}: not valid JSON ({e.msg}, column {e.colno}). Each line of a .jsonl file must be one JSON object."
                 ) from None
+            except RecursionError:  # json recurses once per level: [[[[...]]]] exhausts the stack
+                raise DataError(_too_deep(p, lineno)) from None
     _check_objects(p, rows)
     return rows
+
+
+def _read_csv(p: Path) -> list[dict]:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
+        reader = csv.DictReader(f)
+        try:
+            return list(reader)
+        except csv.Error as e:  # DictReader's own line_num lags a row behind its reader's
+            raise DataError(f"Data file {p}, line {reader.reader.line_num}: not readable as CSV ({e}); save it as comma-separated UTF-8 text.") from None
+
+
+def _too_deep(p: Path, lineno: int | None = None) -> str:
+    where = f"Data file {p}, line {lineno}," if lineno else f"Data file {p}"
+    return (
+        f"{where} is nested too deeply to be a data file (lists or objects inside each other, about a thousand levels deep or more). "
+        "A data file is a list of rows, each an object of text fields; check that this is the file you meant."
+    )
 
 
 def _check_objects(p: Path, rows: list) -> None:

@@ -47,6 +47,7 @@ class DataReport:
     val_rows: int = 0
     train_tokens: int = 0  # all positions of the training rows
     trained_tokens: int = 0  # labelled positions of the training rows (one epoch)
+    heldout_tokens: int = 0  # labelled positions of the held-out rows (0: no held-out loss can be measured)
     length_median: float = 0
     length_p90: float = 0
     length_max: int = 0
@@ -96,7 +97,11 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
             fates[ex["row"]].fate = name
     report.train_rows, report.val_rows = len(train), len(val)
     report.train_tokens = sum(len(e["input_ids"]) for e in train)
-    report.trained_tokens = sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in train)
+    report.trained_tokens, report.heldout_tokens = (sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in part) for part in (train, val))
+    if val and not report.heldout_tokens:
+        report.warnings.append(
+            f"The {len(val)} held-out rows keep no labelled token at max_length {report.max_length}: no held-out loss can be measured (it would read 0); raise data.max_length."
+        )
     report.train_answer_lost = sum(e["answer_start"] >= len(e["input_ids"]) for e in train)
     if train and report.train_answer_lost > len(train) / 4:
         report.warnings.append(
@@ -131,7 +136,13 @@ def report_lines(r: DataReport) -> list[tuple[str, str]]:
 
 def refuse_answerless(report: DataReport) -> None:
     """Training on rows that all lost their answer makes a model that never answers: refuse it
-    (issue 11; seen: a finished run with no warning at all)."""
+    (issue 11; seen: a finished run with no warning at all), and a run with nothing to learn (issue 13)."""
+    if report.train_rows and not report.trained_tokens:
+        raise DataError(
+            f"Data file {report.source}: the {report.train_rows} training rows keep no labelled token at max_length {report.max_length}, "
+            "so there is nothing to learn (the loss would be 0 and the adapter unchanged). Raise data.max_length (or data.max_length_cap); "
+            "`thinktune data check --rows` lists every row's length."
+        )
     if report.train_rows and report.train_answer_lost == report.train_rows:
         raise DataError(
             f"Data file {report.source}: every one of the {report.train_rows} training rows loses its whole answer "

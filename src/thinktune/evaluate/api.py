@@ -9,6 +9,7 @@ from ..atomic import write_json, write_jsonl
 from ..decoding import Decoding
 from ..errors import UserError
 from ..events import Finished, OnEvent, ignore, reporting
+from ..outputs import claim, staged
 
 # Benchmarks decode greedily unless asked: a score must not depend on a sampling seed.
 BENCH_DECODING = Decoding(temperature=0.0, top_p=1.0)
@@ -26,10 +27,12 @@ def evaluate_model(
     answer_line: bool = False,
     loss_file: str | None = None,
     on_event: OnEvent | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Score a model (+ adapter) on a benchmark, or (loss_file) its held-out loss on a CoT file.
     Writes predictions.jsonl and summary.json into `out`; returns the summary. `limit` and `seed`
-    pick the items (a seeded random `limit` of them); sampling is `decoding` (its own seed)."""
+    pick the items (a seeded random `limit` of them); sampling is `decoding` (its own seed).
+    `out` is replaced only if an earlier thinktune command wrote it, and only with `overwrite`."""
     from ..model import load_for_inference
     from ..run import base_model_for
     from .run import heldout_file_loss, run_bench
@@ -40,11 +43,12 @@ def evaluate_model(
         model_name = base_model_for(model, adapter)
         if samples > 1 and decoding.temperature <= 0:
             raise UserError("--samples K needs sampling: add --temperature 0.6 --top-p 0.95 (greedy gives K identical runs).")
+        claim(out, "evaluation", overwrite, sources=(model, adapter, bench, loss_file))
         lm, tokenizer = load_for_inference(model_name, adapter)
-        out.mkdir(parents=True, exist_ok=True)
         if loss_file:
             result = {"model": model_name, "adapter": adapter, **heldout_file_loss(lm, tokenizer, loss_file)}
-            write_json(out / "summary.json", result)
+            with staged(out, "evaluation") as tmp:
+                write_json(tmp / "summary.json", result)
             text = (
                 f"Held-out loss of {loss_file}: {result['loss']:.4f} per token (perplexity {result['perplexity']:.2f}) over "
                 f"{result['tokens']:,} tokens of {result['rows']} rows; {result['rows_dropped']} rows dropped as too long."
@@ -53,8 +57,9 @@ def evaluate_model(
             return result
         preds, summary = run_bench(lm, tokenizer, bench, decoding, samples=samples, limit=limit, seed=seed, ask_answer_line=answer_line)
         summary.update(model=model_name, adapter=adapter)
-        write_jsonl(out / "predictions.jsonl", preds)
-        write_json(out / "summary.json", summary)
+        with staged(out, "evaluation") as tmp:
+            write_jsonl(tmp / "predictions.jsonl", preds)
+            write_json(tmp / "summary.json", summary)
         lo, hi = summary["accuracy_ci95"]
         text = (
             f"{bench}: accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['items']}, 95% interval {lo:.1%}-{hi:.1%}); "
@@ -76,8 +81,10 @@ def compare(
     seed: int | None = None,
     answer_line: bool = False,
     on_event: OnEvent | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Base vs base + adapter on the same items (paired), with report.html and report.md in `out`."""
+    """Base vs base + adapter on the same items (paired), with report.html and report.md in `out`
+    (replaced only if an earlier thinktune command wrote it, and only with `overwrite`)."""
     from ..run import base_model_for
     from .compare import compare_models
     from .report import paired_sentence
@@ -87,9 +94,10 @@ def compare(
     with reporting(on_event, "compare", str(out)):
         if not adapter:
             raise UserError("thinktune compare needs --adapter RUN_DIR (the fine-tune to compare with its base).")
-        s = compare_models(
-            base_model_for(model, adapter), adapter, bench, out, decoding, questions=questions, limit=limit, seed=seed, ask_answer_line=answer_line
-        )
+        base = base_model_for(model, adapter)
+        claim(out, "comparison", overwrite, sources=(model, adapter, bench, questions))
+        with staged(out, "comparison") as tmp:
+            s = compare_models(base, adapter, bench, tmp, decoding, questions=questions, limit=limit, seed=seed, ask_answer_line=answer_line)
         text = f"{bench}: base {s['base']['accuracy']:.1%} -> fine-tuned {s['tuned']['accuracy']:.1%}. {paired_sentence(s)}\nReport: {out / 'report.html'} and {out / 'report.md'}."
         on_event(Finished(str(out), s, text))
         return s

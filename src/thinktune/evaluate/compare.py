@@ -27,7 +27,6 @@ def compare_models(
     n_side: int = 3,
 ) -> dict:
     """Run both models, write predictions, summary.json, report.md and report.html into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_for_inference(model_name, adapter)
     kw: dict[str, Any] = dict(limit=limit, seed=seed, ask_answer_line=ask_answer_line)
     # Held-out loss on --questions, else on the run's own held-out rows (rebuilt from its config).

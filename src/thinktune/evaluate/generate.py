@@ -39,9 +39,10 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], dec: Decoding) ->
     return results
 
 
-def generate_all(model, tokenizer, prompts: list[list[int]], dec: Decoding, desc: str = "generating") -> tuple[list[dict], dict]:
+def generate_all(model, tokenizer, prompts: list[list[int]], dec: Decoding, desc: str = "generating", on_batch=None) -> tuple[list[dict], dict]:
     """All prompts in batches of similar length (less padding), results in the input order.
-    Returns the results and speed figures (items/s, generated tokens/s)."""
+    Returns the results and speed figures (items/s, generated tokens/s). `on_batch(indices,
+    results)` sees each batch as it finishes, so a long job can save as it goes."""
     model.eval()
     if dec.temperature > 0 and dec.seed is not None:
         torch.manual_seed(dec.seed)
@@ -51,9 +52,12 @@ def generate_all(model, tokenizer, prompts: list[list[int]], dec: Decoding, desc
     with tqdm(total=len(prompts), desc=desc, unit="item") as bar:
         for s in range(0, len(order), dec.batch_size):
             idx = order[s : s + dec.batch_size]
-            for i, r in zip(idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], dec)):
+            batch = generate_batch(model, tokenizer, [prompts[i] for i in idx], dec)
+            for i, r in zip(idx, batch):
                 results[i] = r
                 generated += r["tokens"]
+            if on_batch is not None:
+                on_batch(idx, batch)
             elapsed = time.perf_counter() - start
             bar.update(len(idx))
             bar.set_postfix(tokens_per_s=f"{generated / elapsed:.1f}")

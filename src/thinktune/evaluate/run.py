@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 
 from ..data.encode import tokenize
 from ..data.render import THINK_OPEN, opens_think, render_prompt
+from ..data.validate import describe_problems, text_problem, turns_problem
 from ..decoding import Decoding
-from ..errors import UserError
+from ..errors import DataError, UserError
 from .bench import ANSWER_SUFFIX, CMB_ANSWER_SUFFIX, CMB_PROMPT, ENGLISH_PROMPT, load_bench, render_question
 from .extract import extract_choice, split_think
 from .generate import generate_all
@@ -175,34 +177,75 @@ def heldout_file_loss(model, tokenizer, path: str) -> dict:
     return result
 
 
-def file_prompts(path: str, tokenizer) -> tuple[list[str], list[list[int]]]:
-    """Prompts from a file of rows: a `prompt` (or `question` / `Question`) text, or a chat
-    `messages` list (a trailing assistant turn is dropped), each rendered with the model's template."""
-    from ..data.load import load_rows
-    from ..errors import DataError
+PROMPT_FIELDS = ("prompt", "question", "Question")
 
-    texts, bad = [], []
-    for i, row in enumerate(load_rows(path), start=1):
-        msgs = row.get("messages")
-        if isinstance(msgs, list) and msgs:
-            turns = msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
-            texts.append(render_prompt(tokenizer, [{"role": m["role"], "content": m["content"]} for m in turns]))
-            continue
-        text = next((row[k] for k in ("prompt", "question", "Question") if isinstance(row.get(k), str) and row[k].strip()), None)
-        if text is None:
-            bad.append(i)
-            continue
-        texts.append(render_prompt(tokenizer, [{"role": "user", "content": text}]))
-    if bad:
+
+def read_prompts(path: str) -> list[list[dict]]:
+    """The prompt turns of every row of a `thinktune generate` input file, checked without a
+    model (so bad input fails before one loads): a `prompt` (or `question` / `Question`) text, or a
+    chat `messages` list (a trailing assistant turn is dropped). One DataError names every bad row."""
+    from ..data.load import load_rows
+
+    rows = load_rows(path)
+    problems: dict[tuple[str, str], list[int]] = defaultdict(list)
+    prompts = []
+    for i, row in enumerate(rows, start=1):
+        turns, problem = _row_prompt(row)
+        if problem:
+            problems[problem].append(i)
+        prompts.append(turns)
+    if problems:
         raise DataError(
-            f"Input file {path}: {len(bad)} rows have no non-empty 'prompt', 'question', 'Question' or 'messages' field (row {', '.join(map(str, bad[:5]))}); rows are counted from 1."
+            f"Input file {path}: {describe_problems(problems, len(rows))}. Rows are counted from 1. Each row needs a "
+            "non-empty 'prompt', 'question' or 'Question' text, or a 'messages' list of {role: system|user|assistant, "
+            "content: text} turns ending with a user turn (a last assistant turn is dropped); fix those rows."
         )
+    return prompts
+
+
+def _row_prompt(row: dict) -> tuple[list[dict], tuple[str, str] | None]:
+    """One row's prompt turns, or the (field, problem) that keeps it from being a prompt."""
+    msgs = row.get("messages")
+    if msgs is not None:
+        problem = turns_problem(msgs)
+        if problem:
+            return [], ("messages", problem)
+        turns = msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
+        if not turns or turns[-1]["role"] != "user":
+            return [], ("messages", "does not end with a user turn (a last assistant turn aside)")
+        return [{"role": m["role"], "content": m["content"]} for m in turns], None
+    present = [k for k in PROMPT_FIELDS if k in row]
+    if not present:
+        return [], ("prompt", "missing (and no 'question', 'Question' or 'messages' field either)")
+    kinds = {k: text_problem(True, row[k]) for k in present}
+    good = next((k for k in present if kinds[k] is None), None)
+    if good is None:
+        return [], (present[0], kinds[present[0]] or "")
+    return [{"role": "user", "content": row[good]}], None
+
+
+def file_prompts(path: str, tokenizer, prompts: list[list[dict]] | None = None) -> tuple[list[str], list[list[int]]]:
+    """The prompts of a file (see read_prompts; or those already read from it) rendered with
+    the model's template, and their token ids."""
+    texts = [render_prompt(tokenizer, turns) for turns in (read_prompts(path) if prompts is None else prompts)]
     return texts, [tokenize(tokenizer, t) for t in texts]
 
 
-def generate_file(model, tokenizer, path: str, dec: Decoding) -> tuple[list[dict], dict]:
-    """`thinktune generate`: one output row per input row, with thinking and answer split."""
-    texts, ids = file_prompts(path, tokenizer)
-    outputs, speed = generate_all(model, tokenizer, ids, dec, desc="generate")
-    rows = [{"row": i, **split_output(text, out, tokenizer)} for i, (text, out) in enumerate(zip(texts, outputs), start=1)]
-    return rows, speed
+def generate_file(model, tokenizer, path: str, dec: Decoding, prompts: list[list[dict]] | None = None, partial=None) -> tuple[list[dict], dict]:
+    """`thinktune generate`: one output row per input row, with thinking and answer split.
+    `prompts`: what read_prompts(path) returned, when the caller checked the file before loading the model.
+    `partial` (atomic.PartialRows): rows are saved as each batch finishes, and the rows an
+    interrupted run of the same job saved are kept, not made again (issue 13)."""
+    texts, ids = file_prompts(path, tokenizer, prompts)
+    kept = partial.open() if partial is not None else {}
+    rows = {n: r for n, r in kept.items() if 0 < n <= len(texts) and r.get("prompt") == texts[n - 1]}
+    todo = [i for i in range(len(texts)) if i + 1 not in rows]
+
+    def save(idx: list[int], batch: list[dict]) -> None:
+        new = [{"row": todo[j] + 1, **split_output(texts[todo[j]], out, tokenizer)} for j, out in zip(idx, batch)]
+        rows.update((r["row"], r) for r in new)
+        if partial is not None:
+            partial.add(new)
+
+    _, speed = generate_all(model, tokenizer, [ids[i] for i in todo], dec, desc="generate", on_batch=save)
+    return [rows[n] for n in range(1, len(texts) + 1)], {**speed, "rows_kept": len(texts) - len(todo)}
