@@ -32,6 +32,11 @@ def test_the_loss_curve_is_redrawn_at_each_heldout_measurement(tmp_path, r1_toke
         ev.measure(model, SimpleNamespace(global_step=step, epoch=0.0, max_steps=4))
         drawn.append(png.stat().st_mtime_ns if png.exists() else None)
     assert drawn[0] is not None and drawn[1] == drawn[0] and drawn[2] > drawn[1] and png.read_bytes()[:4] == b"\x89PNG"
+    # held-out rows cut to nothing labelled are not measured: 0/0 read as a loss of 0.0 (issue 13)
+    blank = HeldoutEval(run, [{**r, "labels": [-100] * len(r["labels"])} for r in rows], Collator(r1_tokenizer.pad_token_id), every=2, batch_size=1)
+    before = list(run.records)
+    blank.measure(model, SimpleNamespace(global_step=4, epoch=0.0, max_steps=4))
+    assert run.records == before
     records = [json.loads(x) for x in (run.work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 2] and records == run.records
     assert events == [HeldOut(r["step"], 4, r["eval_loss"]) for r in records] and records[0]["eval_loss"] > 10  # random model, 152k vocabulary

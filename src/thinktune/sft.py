@@ -86,15 +86,9 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
             train_dataset=data.train,
             data_collator=PackingCollator(pad, base_model(model).config._attn_implementation) if cfg.train.packing else Collator(pad),
             processing_class=tokenizer,
-            callbacks=[
-                HeldoutEval(run, data.val if data.report.heldout_tokens else [], Collator(pad), cfg.train.eval_steps, per_pass),
-                Progress(run),
-                *callbacks,
-            ],
+            callbacks=[HeldoutEval(run, data.val, Collator(pad), cfg.train.eval_steps, per_pass), Progress(run), *callbacks],
+            run=run,
             keep=cfg.train.save_total_limit,
-            tokens_seen=run.resumed_tokens,
-            start_step=run.start_step,
-            records=run.records,
             lengths=[len(e["input_ids"]) for e in data.train],
         )
         run.say(effective_batch(cfg, run.state.num_processes, per_pass))

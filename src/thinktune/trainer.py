@@ -15,6 +15,7 @@ from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCall
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import checkpoints
+from .data.encode import IGNORE_INDEX
 from .errors import TrainingDiverged
 from .evaluate.loss import heldout_loss
 from .events import CheckpointSaved, HeldOut, Step
@@ -27,7 +28,9 @@ class HeldoutEval(TrainerCallback):
     The loss curve is redrawn after each measurement, so a long run can be watched."""
 
     def __init__(self, run, val: list[dict], collator, every: int, batch_size: int):
-        self.run, self.val, self.collator, self.every, self.batch_size = run, val, collator, every, batch_size
+        self.run, self.collator, self.every, self.batch_size = run, collator, every, batch_size
+        # rows cut to nothing labelled measure no loss: 0/0 would read 0.0 (issue 13); the data report warns
+        self.val = val if any(x != IGNORE_INDEX for e in val for x in e["labels"]) else []
         self.last_step = run.start_step
 
     def measure(self, model, state) -> None:
@@ -175,17 +178,18 @@ class ThinktuneTrainer(Trainer):
     """Trainer that computes the loss the way `loss` says, reports useful tokens/s (the rows' own
     tokens, pads excluded), seals every checkpoint it saves and keeps only the newest `keep`."""
 
-    def __init__(self, *a, loss: Loss, keep: int | None = None, tokens_seen: int = 0, start_step: int = -1, records=(), lengths=None, **kw):
+    def __init__(self, *a, loss: Loss, run=None, keep: int | None = None, lengths=None, **kw):
         kw["compute_loss_func"] = loss if loss.kind == "head_on_labels" else None  # the Trainer's hook for a custom loss
         super().__init__(*a, **kw)
         self.loss, self.keep, self.lengths = loss, keep, lengths
-        self.tokens_seen, self.positions_seen = tokens_seen, 0
+        # a resumed run (run.Run) goes on counting tokens, and vouching for checkpoints, where it stopped
+        self.tokens_seen, self.positions_seen = (run.resumed_tokens if run else 0), 0
         self._loss_step = -1
         self.bad_loss: tuple[int, float] | None = None
         self.step_loss = 0.0  # the loss of optimizer step _loss_step so far (its micro-batch losses add up to it)
-        self.sane_through = start_step  # the newest step whose weights gave a sane loss: its checkpoint is good
+        self.sane_through = run.start_step if run else -1  # the newest step whose weights gave a sane loss: its checkpoint is good
         self.vocab_size = getattr(getattr(self.model, "config", None), "vocab_size", None)
-        self.records = records  # the run's metrics so far (its held-out loss before training sets the loss limit)
+        self.records = run.records if run else []  # the run's metrics so far (its held-out loss before training sets the loss limit)
         self._mark: tuple[int, float] | None = None  # (tokens, time) at the last log; set at the first step, not at start-up
         guard = NonFiniteGuard()
         guard.trainer = self

@@ -139,3 +139,22 @@ def test_control_characters_are_a_warning_in_the_report(r1_tokenizer, shared_en)
     assert p.report.train_rows + p.report.val_rows == 6  # kept
     warning = "1 row holds control characters (NUL, BEL) in 'Response': row 2; they are kept as they are (remove them if the model should not learn them)."
     assert p.report.warnings == [warning] and pipeline.report_lines(p.report)[-1] == ("warning", warning)
+
+
+def test_rows_cut_to_nothing_labelled_are_nothing_to_learn(r1_tokenizer, shared_en):
+    """Issue 13: max_length 8 with overflow=truncate trained on "0 labelled tokens" and showed a
+    held-out loss of 0.0000, exit 0. Nothing to learn is refused; held-out rows with nothing to
+    measure are said, and measured as nothing (not 0)."""
+    full = _full_lengths(r1_tokenizer, shared_en[:12])
+    shortest_prompt = min(e["prompt_tokens"] for e in full.values())
+    cut = DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.25, val_min_rows=3, max_length=8)
+    p = prepare(cut, r1_tokenizer, rows=shared_en[:12])
+    assert (p.report.trained_tokens, p.report.heldout_tokens) == (0, 0) and p.report.train_rows == 9
+    assert (
+        "The 3 held-out rows keep no labelled token at max_length 8: no held-out loss can be measured (it would read 0); raise data.max_length."
+        in p.report.warnings
+    )
+    with pytest.raises(DataError, match=r"x: the 9 training rows keep no labelled token at max_length 8, so there is nothing to learn"):
+        refuse_answerless(p.report)
+    ok = prepare(DataConfig(**{**cut.__dict__, "max_length": shortest_prompt + 40}), r1_tokenizer, rows=shared_en[:12])
+    assert ok.report.trained_tokens > 0 and ok.report.heldout_tokens > 0 and not any("keep no labelled token" in w for w in ok.report.warnings)
