@@ -121,18 +121,35 @@ def dead_pid() -> int:
 
 def test_what_a_killed_process_left_is_swept_by_the_next_write(tmp_path):
     """Issue 13: a merge killed mid-write stranded a hidden folder the size of the model."""
-    gone = dead_pid()
+    from thinktune.atomic import HOST
+
+    gone = f"{HOST}-{dead_pid()}"
     (tmp_path / f".m.tmp-{gone}-abc").mkdir()  # a killed merge's temp folder
     (tmp_path / f".m.tmp-{gone}-abc" / "model.safetensors").write_bytes(b"x" * 1000)
     (tmp_path / f".x.gguf.tmp-{gone}").write_bytes(b"half a gguf")  # a killed export's temp file
-    (tmp_path / f".m.old-{gone}").mkdir()  # killed between the two renames of replace_dir
-    (tmp_path / f".m.tmp-{os.getppid()}-live").mkdir()  # a live process's: left alone
-    (tmp_path / ".m.tmp-notapid").mkdir()  # not named by us: left alone
+    (tmp_path / f".m.tmp-{HOST}-{os.getppid()}-live").mkdir()  # a live process's: left alone
+    elsewhere = f".m.tmp-otherhost-{dead_pid()}-x"
+    (tmp_path / elsewhere).mkdir()  # another machine's (shared disk): its PID says nothing here
+    (tmp_path / ".m.tmp-notours").mkdir()  # not named by us: left alone
     with temp_dir(tmp_path, ".m.tmp-") as tmp:
         pass
     replace_dir(tmp, tmp_path / "m")
     write_text(tmp_path / "x.gguf", "done")
-    assert leftovers(tmp_path) == sorted(["m", "x.gguf", f".m.tmp-{os.getppid()}-live", ".m.tmp-notapid"])
+    assert leftovers(tmp_path) == sorted(["m", "x.gguf", f".m.tmp-{HOST}-{os.getppid()}-live", elsewhere, ".m.tmp-notours"])
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
+    from thinktune.atomic import HOST
+
+    aside = tmp_path / f".run.old-{HOST}-{dead_pid()}"
+    aside.mkdir()  # the old output, moved aside; then the kill
+    (aside / "adapter.safetensors").write_text("old")
+    assert not (tmp_path / "run").exists()
+    new = tmp_path / ".new"
+    new.mkdir()
+    (new / "adapter.safetensors").write_text("new")
+    replace_dir(new, tmp_path / "run")  # the old one comes back first, then is replaced as usual
+    assert leftovers(tmp_path) == ["run"] and (tmp_path / "run" / "adapter.safetensors").read_text() == "new"
 
 
 def test_json_is_standard_json(tmp_path):

@@ -40,7 +40,20 @@ ROWS = [
         "",
     ),
     ("generate-out-read-only", ["generate", "--model", "smollm2-demo", "--input", "{prompts}", "--out", "/proc/out.jsonl"], 2, ["Cannot write into /proc"], ""),
-    ("generate-out-existing", ["generate", "--model", "smollm2-demo", "--input", "{prompts}", "--out", "{taken}"], 2, ["already exists; pass --overwrite"], ""),
+    (
+        "generate-over-a-users-file",
+        ["generate", "--model", "smollm2-demo", "--input", "{prompts}", "--out", "{taken}", "--overwrite"],
+        2,
+        ["not written by thinktune"],
+        "",
+    ),
+    (
+        "generate-over-its-output",
+        ["generate", "--model", "smollm2-demo", "--input", "{prompts}", "--out", "{ws}/generated.jsonl"],
+        2,
+        ["already exists; pass --overwrite"],
+        "",
+    ),
     (
         "generate-out-is-input",
         ["generate", "--model", "smollm2-demo", "--input", "{prompts}", "--out", "{prompts}", "--overwrite"],
@@ -92,7 +105,21 @@ ROWS = [
     ("compare-out-a-file", ["compare", "--adapter", "{runs}/demo", "--out", "{taken}"], 2, ["is a file; give a folder"], ""),
     ("merge-out-a-file", ["merge", "{runs}/demo", "--out", "{taken}"], 2, ["is a file; give a folder"], ""),
     ("export-out-a-gguf-folder", ["export", "gguf", "{runs}/demo", "--out", "{ws}/folder.gguf"], 2, ["is a folder; give the name of a file"], ""),
-    ("export-over-a-gguf", ["export", "gguf", "{runs}/demo", "--out", "{ws}/old.gguf"], 2, ["old.gguf already exists; pass --overwrite"], ""),
+    (
+        "export-over-a-gguf",
+        ["export", "gguf", "{runs}/demo", "--out", "{ws}/old.gguf", "--overwrite"],
+        2,
+        ["old.gguf exists and was not written by thinktune"],
+        "",
+    ),
+    (
+        "eval-temperature-inf",
+        ["eval", "--model", "smollm2-demo", "--temperature", "inf", "--out", "{ws}/e"],
+        2,
+        ["temperature 0 (greedy) or more and finite"],
+        "",
+    ),
+    ("train-out-holds-the-data", ["train", *T[:2], "--data", "{ws}/mine/notes.txt", "--out", "{ws}/mine", "--overwrite"], 2, ["which this command reads"], ""),
     ("export-not-a-model", ["export", "gguf", "{mine}", "--out", "{ws}/x.gguf"], 2, ["neither a thinktune run folder nor a merged model folder"], ""),
     (
         "adapter-garbage-eval",
@@ -141,6 +168,7 @@ def ws(tmp_path_factory, smoke_run, tiny_qwen2_dir):
     (root / "mine").mkdir()
     (root / "mine" / "notes.txt").write_text("the user's own notes")
     (root / "taken.jsonl").write_text("someone's file\n")
+    (root / "generated.jsonl").write_text(json.dumps({"row": 1, "prompt": "p", "output": "o", "stop": "eos"}) + "\n")  # an earlier generate's
     (root / "folder.gguf").mkdir()
     (root / "old.gguf").write_bytes(b"GGUF an earlier export")
     rows = short_cot(json.loads((ROOT / "examples" / "data" / "medical_o1_en_sample.json").read_text(encoding="utf-8")))[:8]
@@ -201,7 +229,6 @@ def test_bad_input(name, argv, code, words, needs, ws, request, capsys, tiny_qwe
     assert "Traceback" not in err
     for word in words:
         assert word in shown, shown[-2000:]
-    if code:
-        message = err.strip().splitlines()[-1]
-        assert message.startswith("thinktune: error: ") and "\n" not in message  # one paragraph, on one line
+    if code:  # one paragraph: the one error line, and the last thing said
+        assert err.count("thinktune: error: ") == 1 and err.strip().splitlines()[-1].startswith("thinktune: error: ")
     assert (snapshot(ws), snapshot(places["disk"]) if places["disk"] else {}) == before  # nothing written, changed or left behind

@@ -127,8 +127,10 @@ def test_generate_finishes_what_an_interrupted_run_saved(smoke_run, tmp_path, ca
     flags = ["--adapter", str(run_dir), "--input", str(src), "--max-new-tokens", "8", "--temperature", "0"]
     assert main(["generate", *flags, "--out", str(tmp_path / "full.jsonl")]) == 0
     full = [json.loads(x) for x in (tmp_path / "full.jsonl").read_text().splitlines()]
-    dec = Decoding(max_new_tokens=8, temperature=0.0, seed=0)
-    job = {"model": "smollm2-demo", "adapter": str(run_dir), "input": str(src.resolve()), "decoding": dec.to_dict()}
+    from thinktune.cli import generate_job
+
+    job = generate_job("smollm2-demo", str(run_dir), str(src), Decoding(max_new_tokens=8, temperature=0.0, seed=0))
+    assert job["adapter"][0][0].endswith("adapter_model.safetensors") and job["input"][0] == str(src.resolve())
     saved = {**full[1], "output": "SAVED BEFORE THE INTERRUPTION"}
     (tmp_path / ".out.jsonl.partial").write_text(json.dumps({"job": job}) + "\n" + json.dumps(saved) + "\n" + '{"row": 1, "outp')  # cut short by a kill
     capsys.readouterr()

@@ -53,9 +53,13 @@ def test_demo_model_f16_from_a_run_folder(smoke_run, demo_merged, tmp_path):
     worst, _ = _compare(demo_merged, path, text)
     assert worst < F16_MAX
     mf = (tmp_path / "demo.Modelfile").read_text()
-    assert mf.startswith("FROM ./demo.gguf\n") and "<|im_start|>{{ .Role }}" in mf
+    assert mf.startswith("# Written by thinktune export gguf\nFROM ./demo.gguf\n") and "<|im_start|>{{ .Role }}" in mf
     assert 'PARAMETER stop "<|im_end|>"' in mf and "PARAMETER temperature 0.6" in mf and "PARAMETER top_p 0.95" in mf
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.Modelfile", "demo.gguf"]  # no scratch merge or temp file left
+    from thinktune.export import exported_gguf
+
+    (tmp_path / "other.gguf").write_bytes(b"GGUF not ours")
+    assert exported_gguf(path) and not exported_gguf(tmp_path / "other.gguf")  # what --overwrite may replace
 
 
 def test_demo_model_q8_0(demo_merged, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from thinktune.errors import UserError
-from thinktune.outputs import MANIFEST, add_file, claim, foreign, manifest, publish, staged
+from thinktune.outputs import MANIFEST, add_file, claim, foreign, generated_jsonl, manifest, publish, staged
 
 
 def tree(root):
@@ -91,3 +91,27 @@ def test_publish_lists_every_entry(tmp_path):
     (work / "adapter_model.safetensors").write_bytes(b"x")
     publish(work, tmp_path / "run", "run")
     assert json.loads((tmp_path / "run" / MANIFEST).read_text()) == {"kind": "run", "files": ["adapter_model.safetensors", "checkpoints"]}
+
+
+def test_a_file_is_replaced_only_if_its_format_says_thinktune_wrote_it(tmp_path):
+    mine, ours = tmp_path / "train.jsonl", tmp_path / "gen.jsonl"
+    mine.write_text('{"Question": "q", "Response": "r"}\n')
+    ours.write_text('{"row": 1, "prompt": "p", "output": "o", "stop": "eos", "think": ""}\n')
+    assert not generated_jsonl(mine) and generated_jsonl(ours) and not generated_jsonl(tmp_path / "absent.jsonl")
+    with pytest.raises(UserError, match="train.jsonl exists and was not written by thinktune, so it is never replaced"):
+        claim(mine, "file", overwrite=True, ours=generated_jsonl)
+    claim(ours, "file", overwrite=True, ours=generated_jsonl)
+
+
+def test_a_run_from_before_manifests_is_still_recognised(tmp_path):
+    old = tmp_path / "run"
+    old.mkdir()
+    for name in ("adapter_config.json", "config.yaml", "summary.json", "adapter_model.safetensors", "tokenizer.json", "README.md"):
+        (old / name).write_text("x")
+    (old / "checkpoints").mkdir()
+    with pytest.raises(UserError, match="already holds a run written by thinktune; pass --overwrite"):
+        claim(old, "run")
+    claim(old, "run", overwrite=True)
+    (old / "todo.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"did not write \(todo.txt\)"):
+        claim(old, "run", overwrite=True)

@@ -111,3 +111,30 @@ def test_the_base_model_of_a_run_folder(tmp_path):
     assert base_model_for("other", str(run)) == "other" and base_model_for(None, str(run)) == "r1-7b"
     with pytest.raises(UserError, match="Give --model"):
         base_model_for(None, None)
+
+
+def test_metrics_are_standard_json(tmp_path):
+    with Run(cfg_for(tmp_path / "r"), "sft") as run:
+        run.record({"step": 1, "loss": float("nan"), "grad_norm": float("inf")})
+        line = (run.work / "metrics.jsonl").read_text()
+    assert line == '{"step": 1, "loss": null, "grad_norm": null}\n'  # Python's NaN / Infinity are not JSON (issue 13)
+
+
+def test_a_file_put_into_out_during_training_keeps_the_finished_run_aside(tmp_path, tiny_qwen2_dir, short_sample, one_thread):
+    """The review of issue 13: a refused publish must not delete the trained adapter with the partial folder."""
+    from transformers import TrainerCallback
+
+    from thinktune.sft import train
+
+    out = tmp_path / "r"
+
+    class UserWritesIntoOut(TrainerCallback):
+        def on_train_end(self, args, state, control, **kw):
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+
+    sets = [f"model.name={tiny_qwen2_dir}", "model.precision=fp32", f"data.path={short_sample}", "data.limit=6", "data.max_length=160"]
+    sets += ["data.val_min_rows=2", "train.batch_size=2", "train.grad_accum=1", "train.epochs=1", "train.save_steps=0", f"train.output_dir={out}"]
+    with pytest.raises(UserError, match=rf"did not write \(notes.txt\).* The finished run is kept in {tmp_path / '.r.partial'}: move it"):
+        train(config.load(None, sets), callbacks=[UserWritesIntoOut()])
+    assert (tmp_path / ".r.partial" / "adapter_model.safetensors").is_file() and sorted(x.name for x in out.iterdir()) == ["notes.txt"]

@@ -6,7 +6,9 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,16 +24,34 @@ def alive(pid: int) -> bool:
     return True
 
 
-def sweep(parent: Path, prefix: str) -> None:
-    """Remove what a killed process left under `prefix` + its PID: a merge killed mid-write strands
-    a folder the size of the model (issue 13); the next write to the same place cleans it up."""
-    for p in parent.glob(f"{glob.escape(prefix)}*"):
-        pid = p.name[len(prefix) :].split("-", 1)[0]
+# Scratch names carry the machine and the PID that made them: on a shared file system another
+# machine's PID says nothing here, so only this machine's dead processes' leftovers are swept.
+HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # no '-' inside: names split on it
+
+
+def owner() -> str:
+    return f"{HOST}-{os.getpid()}"
+
+
+def stale(parent: Path, prefix: str) -> list[Path]:
+    """What a killed process of this machine left under `prefix` + owner()."""
+    mine = f"{prefix}{HOST}-"
+    found = []
+    for p in parent.glob(f"{glob.escape(mine)}*"):
+        pid = p.name[len(mine) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+            found.append(p)
+    return found
+
+
+def sweep(parent: Path, prefix: str) -> None:
+    """Remove what a killed process left: a merge killed mid-write strands a folder the size of the
+    model (issue 13); the next write to the same place cleans it up."""
+    for p in stale(parent, prefix):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -40,7 +60,7 @@ def temp_dir(parent: Path, prefix: str):
     this process's PID; removed if the block fails, or by the next call if the process was killed."""
     parent.mkdir(parents=True, exist_ok=True)
     sweep(parent, prefix)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{owner()}-"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the published folder should not be
@@ -54,9 +74,13 @@ def temp_dir(parent: Path, prefix: str):
 def replace_dir(new: Path, out: Path) -> None:
     """Put a finished folder in place; an old one is moved aside first and deleted only after."""
     old = None
-    sweep(out.parent, f".{out.name}.old-")
+    for left in stale(out.parent, f".{out.name}.old-"):
+        if out.exists():
+            shutil.rmtree(left, ignore_errors=True)
+        else:  # killed between the two renames below: the old output comes back, then is replaced
+            os.replace(left, out)
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{owner()}")
         os.replace(out, old)
     os.replace(new, out)
     if old is not None:
@@ -66,7 +90,7 @@ def replace_dir(new: Path, out: Path) -> None:
 def temp_file(path: Path) -> Path:
     """The scratch name a file is written under before its rename into place (stale ones swept)."""
     sweep(path.parent, f".{path.name}.tmp-")
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{owner()}")
 
 
 def write_text(path: Path, text: str) -> None:

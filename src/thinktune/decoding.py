@@ -3,6 +3,7 @@ so the CLI builds its flags from it without loading torch."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from .errors import UserError
@@ -22,12 +23,12 @@ class Decoding:
 
     def __post_init__(self) -> None:
         # `not x >= 0` rather than `x < 0`: a NaN fails every comparison and must not pass as greedy
-        bad_sampling = not self.temperature >= 0 or not 0 < self.top_p <= 1 or not self.repetition_penalty > 0
+        bad_sampling = not 0 <= self.temperature < math.inf or not 0 < self.top_p <= 1 or not 0 < self.repetition_penalty < math.inf
         if self.max_new_tokens < 1 or self.batch_size < 1 or bad_sampling:
             raise UserError(
                 f"Generation settings out of range (max_new_tokens {self.max_new_tokens}, batch_size {self.batch_size}, "
                 f"temperature {self.temperature}, top_p {self.top_p}, repetition_penalty {self.repetition_penalty}): "
-                "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more, top p in (0, 1], repetition penalty above 0."
+                "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more and finite, top p in (0, 1], repetition penalty above 0 and finite."
             )
 
     def to_dict(self) -> dict:

@@ -57,6 +57,19 @@ def modelfile_path(out_file: Path) -> Path:
     return out_file.with_name(f"{out_file.stem}.Modelfile")
 
 
+MARK_KEY = "thinktune.exported_by"  # a GGUF metadata key runtimes ignore: `export --overwrite` replaces only files with it
+MODELFILE_MARK = "# Written by thinktune export gguf"
+
+
+def exported_gguf(path: Path) -> bool:
+    import gguf
+
+    try:
+        return MARK_KEY in gguf.GGUFReader(str(path)).fields
+    except Exception:  # not a GGUF at all (the reader raises several kinds)
+        return False
+
+
 def export_gguf(source: Path, out_file: Path, qtype: str = "f16", overwrite: bool = False) -> Path:
     """A run folder (merged on the fly) or a merged folder -> one .gguf file, plus an Ollama
     Modelfile beside it. The file is written under a temporary name and renamed when complete."""
@@ -66,8 +79,8 @@ def export_gguf(source: Path, out_file: Path, qtype: str = "f16", overwrite: boo
         raise UserError(f"--out {out_file}: the file name should end in .gguf.")
     if not (source / "adapter_config.json").exists() and not (source / "config.json").exists():
         raise UserError(f"{source} is neither a thinktune run folder nor a merged model folder (no adapter_config.json or config.json).")
-    claim(out_file, "file", overwrite, sources=(source,))
-    claim(modelfile_path(out_file), "file", overwrite)
+    claim(out_file, "file", overwrite, sources=(source,), ours=exported_gguf)
+    claim(modelfile_path(out_file), "file", overwrite, ours=lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MODELFILE_MARK))
     if (source / "adapter_config.json").exists():
         with disk_full_explained(out_file), scratch_dir(out_file.resolve().parent, ".merge-") as merged:  # a killed export's is swept by the next
             merge(source, merged / "m", dtype="fp32")
@@ -109,6 +122,7 @@ def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
     c = model.config
     w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     w.add_name(Path(c.name_or_path or "model").name)
+    w.add_string(MARK_KEY, "thinktune")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if qtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     rope: Any = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
@@ -226,7 +240,7 @@ def modelfile(gguf_name: str, tokenizer) -> str:
         body, stops = PLAIN_OLLAMA_TEMPLATE, ["### Question:"]
     if tokenizer.eos_token and tokenizer.eos_token not in stops:
         stops.append(tokenizer.eos_token)
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{body}"""']
+    lines = [MODELFILE_MARK, f"FROM ./{gguf_name}", f'TEMPLATE """{body}"""']
     lines += [f'PARAMETER stop "{s}"' for s in stops]
     lines += ["PARAMETER temperature 0.6", "PARAMETER top_p 0.95"]
     return "\n".join(lines) + "\n"

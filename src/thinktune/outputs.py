@@ -34,15 +34,35 @@ def manifest(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
 
 
+# A run folder published before manifests existed: its layout (run.py) names what thinktune wrote.
+RUN_MARKERS = ("adapter_config.json", "config.yaml", "summary.json")
+RUN_LAYOUT = {
+    *RUN_MARKERS,
+    *("adapter_model.safetensors", "metrics.jsonl", "loss_curve.png", "README.md", "demo.json", "checkpoints"),
+    *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "added_tokens.json"),
+    *("vocab.json", "merges.txt", "tokenizer.model", "generation_config.json"),
+}
+
+
+def written(folder: Path) -> tuple[str, set[str]]:
+    """What kind of output thinktune made this folder, and the entries it wrote there."""
+    m = manifest(folder)
+    if m is not None:
+        return m.get("kind", "output"), set(m["files"])
+    if all((folder / name).is_file() for name in RUN_MARKERS):
+        return "run", RUN_LAYOUT
+    return "output", set()
+
+
 def foreign(folder: Path) -> list[str]:
-    """The entries of a folder that thinktune did not write (all of them without a manifest)."""
-    entries = sorted(os.listdir(folder))
-    written = set((manifest(folder) or {}).get("files", []))
-    return [e for e in entries if e != MANIFEST and e not in written]
+    """The entries of a folder that thinktune did not write (all of them if it is not ours)."""
+    ours = written(folder)[1]
+    return [e for e in sorted(os.listdir(folder)) if e != MANIFEST and e not in ours]
 
 
-def claim(out: Path, kind: str, overwrite: bool = False, sources: tuple = (), flag: str = "--out") -> None:
-    """Check, before any work, that `out` (a folder, or a file when kind is "file") may be written."""
+def claim(out: Path, kind: str, overwrite: bool = False, sources: tuple = (), flag: str = "--out", ours=None) -> None:
+    """Check, before any work, that `out` (a folder, or a file when kind is "file") may be written.
+    A file is ours when `ours(path)` says so (its format carries thinktune's mark)."""
     target = out.resolve()
     for source in sources:
         if source is None or not Path(source).exists():
@@ -52,17 +72,29 @@ def claim(out: Path, kind: str, overwrite: bool = False, sources: tuple = (), fl
             what = "is" if target == s else "holds"
             raise UserError(f"{flag} {out} {what} {source}, which this command reads: writing there would destroy it. Choose another {flag}.")
     if kind == "file":
-        _claim_file(out, overwrite, flag)
+        _claim_file(out, overwrite, flag, ours)
     else:
         _claim_folder(out, kind, overwrite, flag)
     _writable(target.parent, out, flag)
 
 
-def _claim_file(out: Path, overwrite: bool, flag: str) -> None:
+def _claim_file(out: Path, overwrite: bool, flag: str, ours) -> None:
     if out.is_dir():
         raise UserError(f"{flag} {out} is a folder; give the name of a file to write.")
+    if out.exists() and ours is not None and not ours(out):
+        raise UserError(f"{flag} {out} exists and was not written by thinktune, so it is never replaced, with --overwrite or without. Choose another {flag}.")
     if out.exists() and not overwrite:
         raise UserError(f"{flag} {out} already exists; pass --overwrite to replace it, or choose another {flag}.")
+
+
+def generated_jsonl(path: Path) -> bool:
+    """A `thinktune generate` output: its first row has the fields generate writes."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and {"row", "prompt", "output", "stop"} <= first.keys()
 
 
 def _claim_folder(out: Path, kind: str, overwrite: bool, flag: str) -> None:
@@ -78,7 +110,7 @@ def _claim_folder(out: Path, kind: str, overwrite: bool, flag: str) -> None:
             f"Choose a new or empty folder for {flag}."
         )
     if not overwrite:
-        had = (manifest(out) or {}).get("kind", "output")
+        had = written(out)[0]
         raise UserError(f"{flag} {out} already holds a {had} written by thinktune; pass --overwrite to replace it, or choose another {flag}.")
 
 

@@ -133,6 +133,8 @@ class Run:
         self.records: list[dict] = []  # metrics.jsonl so far
         self.warnings: list[str] = []
         self.lock: tuple[int, Path] | None = None  # held by the main process while the run lives
+        self.finished = False  # the adapter is saved in the partial folder: never delete it
+        self.sources = (cfg.model.name, cfg.data.path)  # what the run reads: --out must not be or hold them
 
     # lifecycle
 
@@ -154,12 +156,17 @@ class Run:
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        self._unlock()
+        try:
+            self._exit(error)
+        finally:
+            self._unlock()  # last: a run waiting for the folder must not see our clean-up half done
+
+    def _exit(self, error) -> None:
         if error is None:
             return
         # Keep the partial run only when it holds a checkpoint worth resuming from.
         last = checkpoints.latest_complete(self.work / "checkpoints")[0] if self.work.is_dir() else None
-        if self.main and self.work.is_dir() and last is None:
+        if self.main and self.work.is_dir() and last is None and not self.finished:
             shutil.rmtree(self.work, ignore_errors=True)
         if isinstance(error, KeyboardInterrupt) and self.main:
             # Say what a Ctrl-C left: before, the message said "nothing was written" even with a
@@ -188,6 +195,11 @@ class Run:
         trainer.save_model(str(self.work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
         if self.main:
             (self.work / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: config.yaml says it
+            self.finished = True  # from here on a failure keeps the folder: it holds the trained adapter
+            try:
+                claim(self.out, "run", self.cfg.train.overwrite, self.sources)  # someone may have put files there meanwhile
+            except UserError as e:
+                raise UserError(f"{e} The finished run is kept in {self.work}: move it where you want it.") from None
             self._write_outputs(tokenizer, summary)
             publish(self.work, self.out, "run")
         self.emit(Finished(str(self.out), summary, text))
@@ -253,9 +265,9 @@ class Run:
     # inside
 
     def _open(self) -> tuple[str | None, list[dict]]:
-        claim(self.out, "run", self.cfg.train.overwrite)  # a clear error for an unusable --out; makes the parent, where the lock lives
+        claim(self.out, "run", self.cfg.train.overwrite, self.sources)  # a clear error for an unusable --out; makes the parent, where the lock lives
         self._lock()  # before anything in the partial folder is touched
-        claim(self.out, "run", self.cfg.train.overwrite)  # again, under the lock: another run may have finished there meanwhile
+        claim(self.out, "run", self.cfg.train.overwrite, self.sources)  # again, under the lock: another run may have finished there meanwhile
         if self.resume:
             return self._reopen()
         last = checkpoints.latest_complete(self.checkpoints)[0] if self.checkpoints.is_dir() else None

@@ -99,16 +99,17 @@ class Progress(TrainerCallback):
         return per_step * (state.max_steps - step)
 
 
-def _finite(tensors) -> bool:
-    """All finite, agreed by every process (FSDP shards differ)."""
+def _finite(tensors, bad_here: bool = False) -> bool:
+    """All finite (and nothing else bad here), agreed by every process: FSDP shards differ, and a
+    process that stopped alone would leave the others waiting at their next collective forever."""
     sums = [t.detach().float().abs().sum() for t in tensors]
-    bad = torch.tensor(0.0 if not sums or torch.isfinite(torch.stack(sums).sum()) else 1.0)
+    bad = torch.tensor(0.0 if not bad_here and (not sums or torch.isfinite(torch.stack(sums).sum())) else 1.0)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     return not bad.item()
 
 
-LIMIT_WORDS = "(three times the held-out loss before training, at most twice the loss of a uniform guess)"
+LIMIT_WORDS = "(three times the held-out loss before training, and at least 2 more; at most twice the loss of a uniform guess)"
 
 
 def loss_limit(vocab_size: int | None, records: list[dict]) -> float:
@@ -118,7 +119,8 @@ def loss_limit(vocab_size: int | None, records: list[dict]) -> float:
     was called good)."""
     limit = 2 * math.log(vocab_size) if vocab_size else math.inf
     start = next((r["eval_loss"] for r in records if "eval_loss" in r), None)
-    return min(limit, 3 * start) if start is not None and math.isfinite(start) and start > 0 else limit
+    # + 2 nats at least (7x the perplexity): a base that starts low (0.4) may see a batch at 3x
+    return min(limit, max(3 * start, start + 2)) if start is not None and math.isfinite(start) and start > 0 else limit
 
 
 def diverged(folder: Path, lr: float, step: int, what: str, sane_through: int, main: bool = True) -> TrainingDiverged:
@@ -150,8 +152,7 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         assert self.trainer is not None
-        grads_ok = _finite(p.grad for p in model.parameters() if p.requires_grad and p.grad is not None)
-        if self.trainer.bad_loss is not None or not grads_ok:
+        if not _finite((p.grad for p in model.parameters() if p.requires_grad and p.grad is not None), self.trainer.bad_loss is not None):
             raise self.trainer.diverged(state.global_step + 1)
         self.trainer.sane_through = state.global_step  # the weights after it gave this step a sane loss
 
