@@ -164,13 +164,13 @@ def test_partial_rows_keep_what_an_interrupted_run_of_the_same_job_saved(tmp_pat
     from thinktune.atomic import PartialRows
 
     out = tmp_path / "gen.jsonl"
-    first = PartialRows(out, {"model": "m", "seed": 0})
+    first = PartialRows(out, {"model": "m", "seed": 0, "input": ("a.jsonl", 12)})  # a tuple, as JSON has it not
     assert first.open() == {}
     first.add([{"row": 2, "text": "b"}])
     first.add([{"row": 1, "text": "a"}])
     with first.path.open("a") as f:
         f.write('{"row": 3, "te')  # the line a kill cut short
-    again = PartialRows(out, {"model": "m", "seed": 0})
+    again = PartialRows(out, {"model": "m", "seed": 0, "input": ("a.jsonl", 12)})
     assert again.open() == {1: {"row": 1, "text": "a"}, 2: {"row": 2, "text": "b"}}
     assert not out.exists() and first.path.read_text().count("\n") == 3  # rewritten without the cut line
     other = PartialRows(out, {"model": "m", "seed": 1})  # another job: nothing of the first is kept

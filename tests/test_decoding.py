@@ -54,6 +54,8 @@ def test_edge_values_are_accepted(kw):
         (dict(top_p=math.nan), "top_p nan"),
         (dict(repetition_penalty=0.0), "repetition_penalty 0.0"),
         (dict(repetition_penalty=-1.0), "repetition_penalty -1.0"),
+        (dict(temperature=math.inf), "temperature inf"),  # issue 13: non-finite settings are refused up front
+        (dict(repetition_penalty=math.inf), "repetition_penalty inf"),
     ],
 )
 def test_out_of_range_values_are_user_errors_that_name_the_value(kw, shown):
@@ -62,5 +64,5 @@ def test_out_of_range_values_are_user_errors_that_name_the_value(kw, shown):
     msg = str(e.value)
     assert msg.startswith("Generation settings out of range (")
     assert shown in msg
-    assert "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more, top p in (0, 1], repetition penalty above 0." in msg
+    assert "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more and finite, top p in (0, 1], repetition penalty above 0 and finite." in msg
     assert e.value.exit_code == 2 and "\n" not in msg

@@ -151,7 +151,7 @@ class PartialRows:
     def open(self) -> dict[int, dict]:
         """The rows an interrupted run of the same job left; the file is started anew otherwise."""
         lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines() if self.path.is_file() else []
-        if lines and _json_or_none(lines[0]) == {"job": self.job}:
+        if lines and _json_or_none(lines[0]) == json.loads(dumps({"job": self.job})):  # as JSON has it: tuples are lists
             for line in lines[1:]:
                 row = _json_or_none(line)
                 if not isinstance(row, dict) or not isinstance(row.get("row"), int):

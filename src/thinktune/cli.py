@@ -220,7 +220,7 @@ def generate_job(model: str, adapter: str | None, input_file: str, dec: Decoding
     """What makes two generate runs the same job: a rerun keeps the rows of an interrupted one only
     if the model, the adapter's weights, the input file and the decoding are the same."""
     weights = [p for p in (Path(adapter) / n for n in ("adapter_model.safetensors", "adapter_model.bin")) if p.is_file()] if adapter else []
-    stamp = [(str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns) for w in weights[:1]]
+    stamp = [[str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns] for w in weights[:1]]
     source = Path(input_file).resolve()
     return {"model": model, "adapter": stamp, "input": [str(source), source.stat().st_size, source.stat().st_mtime_ns], "decoding": dec.to_dict()}
 
