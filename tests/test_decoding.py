@@ -64,5 +64,8 @@ def test_out_of_range_values_are_user_errors_that_name_the_value(kw, shown):
     msg = str(e.value)
     assert msg.startswith("Generation settings out of range (")
     assert shown in msg
-    assert "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more and finite, top p in (0, 1], repetition penalty above 0 and finite." in msg
+    assert (
+        "max new tokens and batch size must be at least 1, temperature 0 (greedy) or more and finite, top p in (0, 1], repetition penalty above 0 and finite."
+        in msg
+    )
     assert e.value.exit_code == 2 and "\n" not in msg
