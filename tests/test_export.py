@@ -127,7 +127,7 @@ def test_generate_finishes_what_an_interrupted_run_saved(smoke_run, tmp_path, ca
     flags = ["--adapter", str(run_dir), "--input", str(src), "--max-new-tokens", "8", "--temperature", "0"]
     assert main(["generate", *flags, "--out", str(tmp_path / "full.jsonl")]) == 0
     full = [json.loads(x) for x in (tmp_path / "full.jsonl").read_text().splitlines()]
-    from thinktune.cli import generate_job
+    from thinktune.evaluate.run import generate_job
 
     job = generate_job("smollm2-demo", str(run_dir), str(src), Decoding(max_new_tokens=8, temperature=0.0, seed=0))
     assert job["adapter"][0][0].endswith("adapter_model.safetensors") and job["input"][0] == str(src.resolve())

@@ -191,16 +191,16 @@ def cmd_compare(args) -> int:
 
 def cmd_generate(args) -> int:
     from .atomic import PartialRows
-    from .evaluate.run import generate_file, read_prompts
+    from .evaluate.run import generate_file, generate_job, read_prompts
     from .model import load_for_inference
     from .outputs import claim, generated_jsonl
     from .run import base_model_for
 
     out = Path(args.out)
-    claim(out, "file", args.overwrite, sources=(args.input, args.model, args.adapter), ours=generated_jsonl)  # before any work
+    model_name = base_model_for(args.model, args.adapter)
+    claim(out, "file", args.overwrite, sources=(args.input, model_name, args.adapter), ours=generated_jsonl)  # before any work
     prompts = read_prompts(args.input)  # bad input fails before the model loads
     dec = _decoding(args, args.seed)
-    model_name = base_model_for(args.model, args.adapter)
     partial = PartialRows(out, generate_job(model_name, args.adapter, args.input, dec))  # an interrupted run is finished by the next
     model, tokenizer = load_for_inference(model_name, args.adapter)
     try:
@@ -214,15 +214,6 @@ def cmd_generate(args) -> int:
         f"Generated {len(rows)} rows{kept} ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos. Written: {out}."
     )
     return 0
-
-
-def generate_job(model: str, adapter: str | None, input_file: str, dec: Decoding) -> dict:
-    """What makes two generate runs the same job: a rerun keeps the rows of an interrupted one only
-    if the model, the adapter's weights, the input file and the decoding are the same."""
-    weights = [p for p in (Path(adapter) / n for n in ("adapter_model.safetensors", "adapter_model.bin")) if p.is_file()] if adapter else []
-    stamp = [[str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns] for w in weights[:1]]
-    source = Path(input_file).resolve()
-    return {"model": model, "adapter": stamp, "input": [str(source), source.stat().st_size, source.stat().st_mtime_ns], "decoding": dec.to_dict()}
 
 
 def cmd_merge(args) -> int:

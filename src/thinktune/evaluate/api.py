@@ -43,7 +43,7 @@ def evaluate_model(
         model_name = base_model_for(model, adapter)
         if samples > 1 and decoding.temperature <= 0:
             raise UserError("--samples K needs sampling: add --temperature 0.6 --top-p 0.95 (greedy gives K identical runs).")
-        claim(out, "evaluation", overwrite, sources=(model, adapter, bench, loss_file))
+        claim(out, "evaluation", overwrite, sources=(model_name, adapter, bench, loss_file))
         lm, tokenizer = load_for_inference(model_name, adapter)
         if loss_file:
             result = {"model": model_name, "adapter": adapter, **heldout_file_loss(lm, tokenizer, loss_file)}
@@ -95,7 +95,7 @@ def compare(
         if not adapter:
             raise UserError("thinktune compare needs --adapter RUN_DIR (the fine-tune to compare with its base).")
         base = base_model_for(model, adapter)
-        claim(out, "comparison", overwrite, sources=(model, adapter, bench, questions))
+        claim(out, "comparison", overwrite, sources=(base, adapter, bench, questions))
         with staged(out, "comparison") as tmp:
             s = compare_models(base, adapter, bench, tmp, decoding, questions=questions, limit=limit, seed=seed, ask_answer_line=answer_line)
         text = f"{bench}: base {s['base']['accuracy']:.1%} -> fine-tuned {s['tuned']['accuracy']:.1%}. {paired_sentence(s)}\nReport: {out / 'report.html'} and {out / 'report.md'}."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 from ..data.encode import tokenize
 from ..data.render import THINK_OPEN, opens_think, render_prompt
@@ -249,3 +250,14 @@ def generate_file(model, tokenizer, path: str, dec: Decoding, prompts: list[list
 
     _, speed = generate_all(model, tokenizer, [ids[i] for i in todo], dec, desc="generate", on_batch=save)
     return [rows[n] for n in range(1, len(texts) + 1)], {**speed, "rows_kept": len(texts) - len(todo)}
+
+
+def generate_job(model: str, adapter: str | None, input_file: str, dec: Decoding) -> dict:
+    """What makes two generate runs the same job: a rerun keeps the rows of an interrupted one only
+    if the model, the adapter's weights, the input file and the decoding are the same."""
+    from ..weights import ADAPTER_FILES
+
+    weights = [p for p in (Path(adapter) / n for n in ADAPTER_FILES) if p.is_file()] if adapter else []
+    stamp = [[str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns] for w in weights[:1]]
+    source = Path(input_file).resolve()
+    return {"model": model, "adapter": stamp, "input": [str(source), source.stat().st_size, source.stat().st_mtime_ns], "decoding": dec.to_dict()}
