@@ -41,7 +41,7 @@ class HeldoutEval(TrainerCallback):
         limit = loss_limit(model.config.vocab_size, self.run.records)
         if not (math.isfinite(loss) and loss <= limit) and state.global_step > 0:
             what = f"the held-out loss became {loss:g}" + (f", above {limit:.2f} {LIMIT_WORDS}" if math.isfinite(loss) else "")
-            raise diverged(self.run.checkpoints, self.run.cfg.train.lr, state.global_step, what, state.global_step - 1, self.run.main)
+            raise divergence_error(self.run.checkpoints, self.run.cfg.train.lr, state.global_step, what, state.global_step - 1, self.run.main)
         self.run.record({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": loss})
         self.run.emit(HeldOut(state.global_step, state.max_steps, loss))
         self.run.plot()
@@ -123,7 +123,7 @@ def loss_limit(vocab_size: int | None, records: list[dict]) -> float:
     return min(limit, max(3 * start, start + 2)) if start is not None and math.isfinite(start) and start > 0 else limit
 
 
-def diverged(folder: Path, lr: float, step: int, what: str, sane_through: int, main: bool = True) -> TrainingDiverged:
+def divergence_error(folder: Path, lr: float, step: int, what: str, sane_through: int, main: bool = True) -> TrainingDiverged:
     """The error that ends a diverged run. Checkpoints newer than the last weights known to give a
     sane loss are removed, so --resume continues from a good one (issue 13: one saved from wrecked
     but finite weights made the advice fail again at the next step)."""
@@ -224,7 +224,7 @@ class ThinktuneTrainer(Trainer):
             limit = loss_limit(self.vocab_size, self.records)
             what = f"the loss became {loss:g}" + (f", above {limit:.2f} {LIMIT_WORDS}" if math.isfinite(loss) else "")
         what = what or "the gradient became non-finite (NaN or inf)"
-        return diverged(Path(self.args.output_dir or "."), self.args.learning_rate, step, what, self.sane_through, self.args.should_save)
+        return divergence_error(Path(self.args.output_dir or "."), self.args.learning_rate, step, what, self.sane_through, self.args.should_save)
 
     def log(self, logs, start_time=None):
         if "loss" in logs and self._mark is not None:
