@@ -9,26 +9,26 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import tiny_model
 from thinktune.chat import (
-    FORCED_CLOSE,
+    ANSWER_LABEL,
     HELP,
     MODEL_PREFIX,
     RESET_MESSAGE,
     STOPPED_MESSAGE,
+    THINKING_LABEL,
     USER_PROMPT,
     Conversation,
     Display,
-    Settings,
-    ThinkingBudget,
     ThinkSplitter,
     chat_turn,
-    generation_kwargs,
 )
 from thinktune.data.encode import tokenize
 from thinktune.data.render import render_prompt
+from thinktune.decoding import Decoding
+from thinktune.evaluate.batching import Engine
+from thinktune.evaluate.budget import GRACE
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, "-m", "thinktune", "chat"]
@@ -116,7 +116,8 @@ def _shown(tok, color, hide, pieces=PIECES, opened=False):
 
 def test_display_dims_folds_or_prints_plain(demo_tok):
     n = len(tokenize(demo_tok, "reasoning 1"))
-    assert _shown(demo_tok, color=True, hide=False) == "model> Hi \x1b[2m\nreasoning 1\x1b[0m\n\nAnswer <think> stays\n"
+    # dim text, and labels in words for terminals that do not show dim (issue 14)
+    assert _shown(demo_tok, color=True, hide=False) == f"model> Hi \x1b[2m{THINKING_LABEL}\nreasoning 1\x1b[0m\n{ANSWER_LABEL}\n\nAnswer <think> stays\n"
     assert _shown(demo_tok, color=False, hide=False) == "model> Hi <think>\nreasoning 1</think>\n\nAnswer <think> stays\n"
     assert _shown(demo_tok, color=False, hide=True) == f"model> Hi [thinking: {n} tokens]\n\nAnswer <think> stays\n"
     folded = _shown(demo_tok, color=True, hide=True)
@@ -128,92 +129,30 @@ def test_display_dims_folds_or_prints_plain(demo_tok):
 # ---- thinking budget ----
 
 
-def test_every_decoding_setting_reaches_generate(demo_tok):
-    """chat.Settings is a Decoding (one definition, issue 12): none of its fields is dropped."""
-    model = tiny_model("llama", len(demo_tok))
-    kw = generation_kwargs(model, demo_tok, [1, 2], Settings(max_new_tokens=9, temperature=0.7, top_p=0.8, repetition_penalty=1.3), opened_in_prompt=False)
-    assert (kw["max_new_tokens"], kw["do_sample"], kw["temperature"], kw["top_p"], kw["repetition_penalty"]) == (9, True, 0.7, 0.8, 1.3)
+def test_every_decoding_setting_reaches_the_engine():
+    """chat decodes with the CLI's Decoding (one definition, issue 12): none of its flags is dropped."""
+    from thinktune.cli import _decoding, build_parser
 
-
-def test_budget_forces_the_close_tag_at_position_n_then_the_answer_continues(demo_tok):
-    model = tiny_model("llama", len(demo_tok))
-    prompt = render_prompt(demo_tok, [{"role": "user", "content": "What is two plus two?"}]) + "<think>\n"
-    ids = tokenize(demo_tok, prompt)
-    close = tokenize(demo_tok, FORCED_CLOSE)
-    budget, max_new = 7, 20
-    out = model.generate(
-        **generation_kwargs(
-            model, demo_tok, ids, Settings(max_new_tokens=max_new, temperature=0.0, top_p=1.0, max_thinking_tokens=budget), opened_in_prompt=True
-        )
-    )
-    gen = out[0, len(ids) :].tolist()
-    assert gen[budget : budget + len(close)] == close
-    assert "</think>" not in demo_tok.decode(gen[:budget])  # the random model did not close it itself
-    rest = gen[budget + len(close) :]  # it goes on after the tag (the random model writes newlines), not forced again
-    assert len(rest) == max_new - budget - len(close) > 0 and demo_tok.eos_token_id not in rest
-    assert demo_tok.decode(gen).count("</think>") == 1
-    free = model.generate(**generation_kwargs(model, demo_tok, ids, Settings(max_new_tokens=max_new, temperature=0.0, top_p=1.0), opened_in_prompt=True))
-    assert free[0, len(ids) : len(ids) + budget].tolist() == gen[:budget]  # no budget: same tokens, no forced tag
-    assert free[0, len(ids) + budget : len(ids) + budget + len(close)].tolist() != close
+    args = build_parser().parse_args(["chat", "--max-new-tokens", "9", "--temperature", "0.7", "--top-p", "0.8", "--max-thinking-tokens", "5", "--seed", "3"])
+    assert _decoding(args, args.seed) == Decoding(max_new_tokens=9, temperature=0.7, top_p=0.8, batch_size=1, seed=3, max_thinking_tokens=5)
 
 
 def test_chat_turn_streams_a_budgeted_answer_when_the_template_opens_think(demo_tok):
     import copy
 
+    from thinktune.evaluate.generate import generate_all
+
     tok = copy.deepcopy(demo_tok)  # an R1-like template: the generation prompt ends with <think>\n
     tok.chat_template = demo_tok.chat_template.replace("assistant\n' }}", "assistant\n<think>\n' }}")
     assert Conversation().prompt(tok, "q").endswith("<|im_start|>assistant\n<think>\n")
-    model, out, conv, budget = tiny_model("llama", len(tok)), io.StringIO(), Conversation(), 3
-    text = chat_turn(
-        model,
-        tok,
-        conv,
-        "What is two plus two?",
-        Settings(max_new_tokens=12, temperature=0.0, top_p=1.0, max_thinking_tokens=budget),
-        Display(out, tok, color=False, hide_thinking=False),
-    )
+    model, out, conv = tiny_model("llama", len(tok)), io.StringIO(), Conversation()
+    dec = Decoding(max_new_tokens=16, temperature=0.0, top_p=1.0, batch_size=1, max_thinking_tokens=3)
+    text = chat_turn(Engine(model, tok, dec), tok, conv, "What is two plus two?", Display(out, tok, color=False, hide_thinking=False))
     ids = tokenize(tok, Conversation().prompt(tok, "What is two plus two?"))
-    gen = model.generate(
-        **generation_kwargs(model, tok, ids, Settings(max_new_tokens=12, temperature=0.0, top_p=1.0, max_thinking_tokens=budget), opened_in_prompt=True)
-    )[0, len(ids) :].tolist()
-    assert text == tok.decode(gen, skip_special_tokens=True) and text.index("</think>") == len(tok.decode(gen[:budget])) + 1
+    [want], _ = generate_all(model, tok, [ids], dec)  # eval's path: the same engine and budget
+    assert text == want["text"] and "</think>" in text and want["forced_close"]
     assert out.getvalue() == f"model> <think>{text}\n"  # the opened <think> is shown, the streamed text follows
     assert conv.messages[1] == {"role": "assistant", "content": text.split("</think>")[-1].strip()}
-
-
-def _forced(proc, seq, vocab):
-    scores = proc(torch.tensor([seq]), torch.zeros(1, vocab))
-    return None if torch.isfinite(scores).all() else int(scores.argmax())
-
-
-def test_budget_counts_from_a_think_the_model_writes_itself(demo_tok):
-    prompt, vocab, budget = [1, 2, 3], len(demo_tok), 4
-    proc = ThinkingBudget(demo_tok, len(prompt), budget, opened_in_prompt=False)
-    seq = prompt + tokenize(demo_tok, "Sure.")
-    assert _forced(proc, seq, vocab) is None and proc.open_at is None
-    seq += tokenize(demo_tok, "<think>\n")[:-1]  # "<", "think", ">" as ordinary tokens
-    assert _forced(proc, seq, vocab) is None and proc.open_at == len(seq) - len(prompt)
-    filler = tokenize(demo_tok, " a")[0]
-    for _ in range(budget):
-        seq.append(filler)
-        forced = _forced(proc, seq, vocab)
-        if forced is not None:
-            break
-    close = tokenize(demo_tok, FORCED_CLOSE)
-    assert len(seq) - len(prompt) == proc.open_at + budget  # forced exactly after `budget` thinking tokens
-    for tok in close:
-        assert forced == tok
-        seq.append(tok)
-        forced = _forced(proc, seq, vocab)
-    assert forced is None and proc.closed  # then free again
-
-
-def test_budget_leaves_a_model_that_closes_in_time_alone(demo_tok):
-    prompt = [1]
-    proc = ThinkingBudget(demo_tok, len(prompt), 50, opened_in_prompt=True)
-    seq = prompt + tokenize(demo_tok, "short\n</think>\n\nAnswer")
-    assert _forced(proc, seq, len(demo_tok)) is None and proc.closed
-    assert _forced(proc, seq + [5] * 60, len(demo_tok)) is None
 
 
 # ---- the terminal session ----
@@ -297,7 +236,7 @@ def test_session_thinking_budget_closes_think(tmp_path, demo_tok):
     reply = _answer(child, "What is anaphylaxis?")
     thinking, _, answer = reply.partition("</think>")
     assert _ and answer.strip(), reply
-    assert len(tokenize(demo_tok, thinking.replace("<think>", "").strip())) <= 8
+    assert len(tokenize(demo_tok, thinking.replace("<think>", "").strip())) <= 8 + GRACE  # closed at the next word boundary
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()

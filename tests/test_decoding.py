@@ -12,12 +12,21 @@ from thinktune.errors import UserError
 def test_defaults_are_deepseeks_advice_for_r1():
     d = Decoding()
     assert (d.temperature, d.top_p) == (0.6, 0.95)
-    assert d.to_dict() == {"max_new_tokens": 2048, "temperature": 0.6, "top_p": 0.95, "repetition_penalty": 1.0, "batch_size": 8, "seed": 0}
+    assert d.to_dict() == {
+        "max_new_tokens": 2048,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "repetition_penalty": 1.0,
+        "batch_size": 32,
+        "seed": 0,
+        "max_thinking_tokens": None,
+    }
 
 
 def test_to_dict_round_trips():
-    d = Decoding(max_new_tokens=5, temperature=0.0, top_p=1.0, repetition_penalty=1.1, batch_size=3, seed=None)
-    assert d.to_dict() == {"max_new_tokens": 5, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1, "batch_size": 3, "seed": None}
+    d = Decoding(max_new_tokens=5, temperature=0.0, top_p=1.0, repetition_penalty=1.1, batch_size=3, seed=None, max_thinking_tokens=0)
+    want = {"max_new_tokens": 5, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1, "batch_size": 3, "seed": None, "max_thinking_tokens": 0}
+    assert d.to_dict() == want
     assert Decoding(**d.to_dict()) == d
     assert [f.name for f in dataclasses.fields(Decoding)] == list(d.to_dict())
 
@@ -33,6 +42,7 @@ def test_to_dict_round_trips():
         dict(repetition_penalty=1e-3),
         dict(seed=None),
         dict(temperature=2.5),
+        dict(max_thinking_tokens=0),
     ],
 )
 def test_edge_values_are_accepted(kw):

@@ -42,3 +42,19 @@ def test_train_and_data_check_take_the_same_model_and_data_flags(command):
     argv = [command] + (["check"] if command == "data" else []) + ["--model", "r1-7b", "--data", "x.json", "--limit", "5"]
     args = build_parser().parse_args(argv)
     assert (args.model, args.data, args.limit) == ("r1-7b", "x.json", 5)
+
+
+def test_thinking_budget_takes_one_number_or_a_sweep_where_a_sweep_is_scored():
+    from thinktune.cli import _decoding, _sweep
+
+    p = build_parser()
+    one = p.parse_args(["eval", "--max-thinking-tokens", "256"])
+    assert (_decoding(one, 0).max_thinking_tokens, _sweep(one)) == (256, None)
+    many = p.parse_args(["eval", "--max-thinking-tokens", "128,256,512,1024"])
+    assert (_decoding(many, 0).max_thinking_tokens, _sweep(many)) == (None, [128, 256, 512, 1024])
+    assert _decoding(p.parse_args(["compare"]), 0).max_thinking_tokens is None
+    assert p.parse_args(["generate", "--input", "x", "--out", "y", "--max-thinking-tokens", "64"]).max_thinking_tokens == 64
+    for bad in ("12,x", "-1", "64,-2"):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["eval", "--max-thinking-tokens", bad])
+        assert e.value.code == 2

@@ -1,43 +1,27 @@
 """`thinktune chat`: an interactive terminal chat with a model (+ adapter), thinking shown apart.
 
-Generation runs in a thread and streams text through transformers' `TextIteratorStreamer`; the
-main thread prints it, so Ctrl-C lands there and stops the answer through a stopping criterion.
-Earlier assistant turns are kept without their thinking, as the R1 template expects.
+Answers come from the same continuous-batching engine as eval (a batch of one), with the same
+thinking budget (evaluate/budget.py), token by token through transformers' `TextStreamer`. It runs
+in the main thread, so Ctrl-C stops an answer where it is. Earlier assistant turns are kept without
+their thinking, as the R1 template expects.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
-from contextlib import closing, suppress
-from dataclasses import dataclass
-from typing import Any
+from contextlib import suppress
 
 from .data.encode import tokenize
 from .data.render import THINK_CLOSE, THINK_OPEN, opens_think, render_prompt
 from .decoding import Decoding
-from .errors import UserError
 from .evaluate.extract import split_think
 
 DIM, RESET = "\033[2m", "\033[0m"
-FORCED_CLOSE = "\n" + THINK_CLOSE + "\n\n"  # what the thinking budget appends
+THINKING_LABEL, ANSWER_LABEL = "[thinking] ", "[answer] "  # said in words too: not every terminal shows dim text
 USER_PROMPT, MODEL_PREFIX = "you> ", "model> "
 HELP = "Type a message and press Enter. /reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops an answer."
 RESET_MESSAGE = "[conversation reset: the model no longer sees the earlier turns]"
 STOPPED_MESSAGE = "[stopped; this turn is not kept in the conversation]"
-_TAIL = 16  # tokens decoded to spot a tag; more than any tokenizer spends on `</think>`
-
-
-@dataclass
-class Settings(Decoding):
-    """Decoding, plus a thinking budget: after this many tokens an open <think> is closed."""
-
-    max_thinking_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
-            raise UserError(f"--max-thinking-tokens {self.max_thinking_tokens}: give 0 or more (0 answers at once).")
 
 
 class Conversation:
@@ -57,98 +41,28 @@ class Conversation:
         self.messages.clear()
 
 
-class ThinkingBudget:
-    """A transformers LogitsProcessor (duck-typed: the base class only fixes the call signature):
-    after `budget` tokens inside an unclosed `<think>`, force the tokens of `\\n</think>\\n\\n`.
-
-    Why a logits processor rather than two generate calls: one `generate` keeps one KV cache, one
-    stream and one stop criterion, and the budget is checked at every step whether `<think>` was
-    opened by the prompt or written by the model as ordinary tokens. Forcing = every other score
-    set to -inf; custom processors run before temperature/top-p, which then keep the forced token.
-    Batch size 1 (a chat); a new instance per answer, as it keeps state.
-    """
-
-    def __init__(self, tokenizer, prompt_len: int, budget: int, opened_in_prompt: bool):
-        self.tokenizer, self.prompt_len, self.budget = tokenizer, prompt_len, budget
-        self.close_ids = tokenize(tokenizer, FORCED_CLOSE)
-        self.open_at = 0 if opened_in_prompt else None  # index in the generated ids where thinking starts
-        self.forced_at: int | None = None
-        self.closed = False
-
-    def _tail_has(self, ids: list[int], tag: str) -> bool:
-        return tag in self.tokenizer.decode(ids[-_TAIL:], skip_special_tokens=False)
-
-    def __call__(self, input_ids, scores):
-        if self.closed:
-            return scores
-        gen = input_ids[0, self.prompt_len :].tolist()
-        if self.forced_at is None:
-            if self.open_at is None:
-                if not self._tail_has(gen, THINK_OPEN):
-                    return scores
-                self.open_at = len(gen)  # the last token completed `<think>`
-            if self._tail_has(gen[self.open_at :], THINK_CLOSE):
-                self.closed = True
-                return scores
-            if len(gen) - self.open_at < self.budget:
-                return scores
-            self.forced_at = len(gen)
-        k = len(gen) - self.forced_at
-        if k >= len(self.close_ids):
-            self.closed = True
-            return scores
-        forced = scores.new_full(scores.shape, float("-inf"))
-        forced[:, self.close_ids[k]] = 0.0
-        return forced
-
-
-def generation_kwargs(model, tokenizer, prompt_ids: list[int], s: Settings, opened_in_prompt: bool, stop: threading.Event | None = None) -> dict:
-    """The `model.generate` arguments for one answer: the budget processor, and a stopping
-    criterion that ends generation once `stop` is set (Ctrl-C in the main thread)."""
+def reply(engine, tokenizer, prompt_ids: list[int], opened_in_prompt: bool, write) -> str:
+    """One answer from the engine (a batch of one, greedy or sampled as its Decoding says, with its
+    thinking budget), its text passed to `write` as it comes; returns the whole text."""
     import torch
-    from transformers import LogitsProcessorList, StoppingCriteriaList
+    from transformers import TextStreamer
 
-    stop = stop or threading.Event()
-    device = next(model.parameters()).device
-    budget = [ThinkingBudget(tokenizer, len(prompt_ids), s.max_thinking_tokens, opened_in_prompt)] if s.max_thinking_tokens is not None else []
-    sampling: dict[str, Any] = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else {"do_sample": False}
-    sampling["repetition_penalty"] = s.repetition_penalty
-    return dict(
-        input_ids=torch.tensor([prompt_ids], device=device),
-        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
-        max_new_tokens=s.max_new_tokens,
-        logits_processor=LogitsProcessorList(budget),
-        stopping_criteria=StoppingCriteriaList([lambda ids, scores, **kw: torch.full((ids.shape[0],), stop.is_set(), dtype=torch.bool, device=ids.device)]),
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **sampling,
-    )
+    from .evaluate.batching import Row
+    from .evaluate.budget import ThinkBudget
 
+    class Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                write(text)
 
-def stream_reply(model, tokenizer, prompt_ids: list[int], s: Settings, opened_in_prompt: bool):
-    """Yield the answer's text as it is generated; closing the generator stops the generation."""
-    from transformers import TextIteratorStreamer
-
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    stop, errors = threading.Event(), []
-    kwargs = generation_kwargs(model, tokenizer, prompt_ids, s, opened_in_prompt, stop)
-
-    def work():
-        try:
-            model.generate(**kwargs, streamer=streamer)
-        except BaseException as e:  # re-raised in the main thread; end() unblocks the reader
-            errors.append(e)
-            streamer.end()
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        yield from streamer
-    finally:
-        stop.set()
-        thread.join()
-    if errors:
-        raise errors[0]
+    streamer = Streamer(tokenizer, skip_special_tokens=True)
+    dec = engine.dec
+    budget = ThinkBudget(tokenizer, dec.max_thinking_tokens, opened_in_prompt) if dec.max_thinking_tokens is not None else None
+    row = Row(0, list(prompt_ids), budget=budget)
+    engine.on_token = lambda _row, token: streamer.put(torch.tensor([token]))
+    engine.run([row], lambda _row: None)
+    streamer.end()
+    return tokenizer.decode(row.out, skip_special_tokens=True)
 
 
 def _partial_tag(buf: str, tag: str) -> int:
@@ -216,14 +130,14 @@ class Display:
 
     def _event(self, kind: str, text: str) -> None:
         if kind == "open":
-            self._write((DIM + "[thinking ...]" if self.hide else DIM) if self.color else ("" if self.hide else THINK_OPEN))
+            self._write((DIM + "[thinking ...]" if self.hide else DIM + THINKING_LABEL) if self.color else ("" if self.hide else THINK_OPEN))
         elif kind == "close":
             n = len(tokenize(self.tokenizer, self.splitter.think.strip()))
             placeholder = f"[thinking: {n} tokens{', ' + text if text else ''}]"  # text: "unfinished" or ""
             if self.hide:
                 self._write(("\b" * len("[thinking ...]") + "\033[K" + placeholder + RESET) if self.color else placeholder)
             else:
-                self._write(RESET if self.color else ("" if text else THINK_CLOSE))
+                self._write(RESET + "\n" + ANSWER_LABEL if self.color else ("" if text else THINK_CLOSE))
         elif not (kind == "think" and self.hide):
             self._write(text)
 
@@ -232,27 +146,22 @@ class Display:
         self.out.flush()
 
 
-def chat_turn(model, tokenizer, conv: Conversation, user: str, s: Settings, display: Display) -> str | None:
+def chat_turn(engine, tokenizer, conv: Conversation, user: str, display: Display) -> str | None:
     """One answer, streamed to the display and added to the conversation; None if Ctrl-C stopped it."""
     prompt = conv.prompt(tokenizer, user)
     opened = opens_think(prompt)
-    pieces: list[str] = []
     try:
         display.start(opened)
-        with closing(stream_reply(model, tokenizer, tokenize(tokenizer, prompt), s, opened)) as stream:
-            for piece in stream:
-                pieces.append(piece)
-                display.write(piece)
+        output = reply(engine, tokenizer, tokenize(tokenizer, prompt), opened, display.write)
     except KeyboardInterrupt:
         display.finish(STOPPED_MESSAGE)
         return None
     display.finish()
-    output = "".join(pieces)
     conv.add(user, output, opened)
     return output
 
 
-def repl(model, tokenizer, s: Settings, display: Display, read=input) -> int:
+def repl(engine, tokenizer, display: Display, read=input) -> int:
     """Read lines until /exit or EOF; exit code 0."""
     conv = Conversation()
     print(HELP, flush=True)
@@ -273,23 +182,21 @@ def repl(model, tokenizer, s: Settings, display: Display, read=input) -> int:
         elif line.startswith("/"):
             print(f"Unknown command {line.split()[0]}; the commands are /reset and /exit.", flush=True)
         elif line:
-            chat_turn(model, tokenizer, conv, line, s, display)
+            chat_turn(engine, tokenizer, conv, line, display)
 
 
-def chat(model_name: str | None, adapter: str | None, s: Settings, hide_thinking: bool = False, color: bool = True) -> int:
-    """`thinktune chat`: load the model (+ adapter) and talk until /exit; exit code 0."""
-    import torch
-
+def chat(model_name: str | None, adapter: str | None, s: Decoding, hide_thinking: bool = False, color: bool = True) -> int:
+    """`thinktune chat`: load the model (+ adapter, folded in) and talk until /exit; exit code 0.
+    One engine for the session: a --seed gives the same conversation again."""
+    from .evaluate.batching import Engine
     from .model import load_for_inference
     from .run import base_model_for
 
     model_name = base_model_for(model_name, adapter)
     print(f"Loading {model_name}{' + ' + adapter if adapter else ''} ...", flush=True)
-    model, tokenizer = load_for_inference(model_name, adapter)
-    if s.seed is not None:
-        torch.manual_seed(s.seed)
+    model, tokenizer = load_for_inference(model_name, adapter, fold=True)
     if sys.stdin.isatty():
         with suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
     display = Display(sys.stdout, tokenizer, color=color and sys.stdout.isatty(), hide_thinking=hide_thinking)
-    return repl(model, tokenizer, s, display)
+    return repl(Engine(model, tokenizer, s), tokenizer, display)

@@ -17,7 +17,23 @@ from .flags import FLAG_SETTINGS, build_parser
 
 
 def _decoding(args, seed: int | None) -> Decoding:
-    return Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=seed)
+    budget = args.max_thinking_tokens
+    if isinstance(budget, list):  # eval / compare: one budget, or a sweep (see _sweep)
+        budget = budget[0] if len(budget) == 1 else None
+    return Decoding(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=getattr(args, "batch_size", 1),
+        seed=seed,
+        max_thinking_tokens=budget,
+    )
+
+
+def _sweep(args) -> list[int] | None:
+    """The thinking budgets of a sweep (`--max-thinking-tokens 128,256,...`), None for one or none."""
+    budgets = args.max_thinking_tokens
+    return budgets if isinstance(budgets, list) and len(budgets) > 1 else None
 
 
 def resolve_config(args):
@@ -166,6 +182,8 @@ def cmd_eval(args) -> int:
         loss_file=args.loss,
         on_event=Console(),
         overwrite=args.overwrite,
+        sweep=_sweep(args),
+        backend=args.backend,
     )
     return 0
 
@@ -185,6 +203,8 @@ def cmd_compare(args) -> int:
         answer_line=args.answer_line,
         on_event=Console(),
         overwrite=args.overwrite,
+        sweep=_sweep(args),
+        backend=args.backend,
     )
     return 0
 
@@ -202,7 +222,12 @@ def cmd_generate(args) -> int:
     prompts = read_prompts(args.input)  # bad input fails before the model loads
     dec = _decoding(args, args.seed)
     partial = PartialRows(out, generate_job(model_name, args.adapter, args.input, dec))  # an interrupted run is finished by the next
-    model, tokenizer = load_for_inference(model_name, args.adapter)
+    if args.backend == "vllm":
+        from .evaluate.vllm_backend import load_vllm
+
+        model, tokenizer = load_vllm(model_name, args.adapter)
+    else:
+        model, tokenizer = load_for_inference(model_name, args.adapter, fold=True)
     try:
         rows, speed = generate_file(model, tokenizer, args.input, dec, prompts, partial)
     except KeyboardInterrupt:
@@ -234,17 +259,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from .chat import Settings, chat
+    from .chat import chat
 
-    s = Settings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        batch_size=1,
-        seed=args.seed,
-        max_thinking_tokens=args.max_thinking_tokens,
-    )
-    return chat(args.model, args.adapter, s, hide_thinking=args.hide_thinking, color=not args.no_color)
+    return chat(args.model, args.adapter, _decoding(args, args.seed), hide_thinking=args.hide_thinking, color=not args.no_color)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,15 @@ class Decoding:
     temperature: float = 0.6  # 0 = greedy
     top_p: float = 0.95
     repetition_penalty: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 32  # rows generated at once (continuous batching: a finished row's slot is refilled at once)
     seed: int | None = 0  # None: a different sampling each time (chat)
+    max_thinking_tokens: int | None = None  # close an open <think> after this many tokens (evaluate/budget.py); None: no limit
 
     def __post_init__(self) -> None:
         # `not x >= 0` rather than `x < 0`: a NaN fails every comparison and must not pass as greedy
         bad_sampling = not 0 <= self.temperature < math.inf or not 0 < self.top_p <= 1 or not 0 < self.repetition_penalty < math.inf
+        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
+            raise UserError(f"--max-thinking-tokens {self.max_thinking_tokens}: give 0 or more (0 answers at once).")
         if self.max_new_tokens < 1 or self.batch_size < 1 or bad_sampling:
             raise UserError(
                 f"Generation settings out of range (max_new_tokens {self.max_new_tokens}, batch_size {self.batch_size}, "

@@ -33,7 +33,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="Training data file or hub dataset name (sets data.path).")
 
 
-def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, seed: bool = True, batch: bool = True) -> None:
+def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, seed: bool = True, batch: bool = True, sweep: bool = False) -> None:
     """The generation flags, defined once (defaults: decoding.Decoding, DeepSeek's advice for R1
     models); a command that decodes greedily by default passes the reason."""
     d = Decoding()
@@ -44,9 +44,40 @@ def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, see
     p.add_argument("--temperature", type=float, default=temp, help=f"Sampling temperature (DeepSeek advises {d.temperature} for R1 models){why}.")
     p.add_argument("--top-p", type=float, default=top_p, help=f"Nucleus sampling cut-off when sampling (DeepSeek advises {d.top_p}; default {top_p}).")
     if batch:
-        p.add_argument("--batch-size", type=int, default=d.batch_size, help="Prompts generated together (left-padded).")
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            default=d.batch_size,
+            help="Rows generated at once; a finished row's place goes to the next prompt at once. More is faster and takes more memory (lowered to what fits).",
+        )
+    several = " One number, or a comma list for a sweep (e.g. 128,256,512,1024): accuracy against thinking budget, as a table and a plot." if sweep else ""
+    p.add_argument(
+        "--max-thinking-tokens",
+        type=_budgets if sweep else int,
+        help=f"Thinking budget: after N thinking tokens, </think> is inserted at the next word boundary and the model answers in the tokens left (default: no limit).{several}",
+    )
     if seed:
         p.add_argument("--seed", type=int, default=d.seed, help="Sampling seed (chat: by default a different sampling each session).")
+
+
+def _budgets(text: str) -> list[int]:
+    """`--max-thinking-tokens 128,256`: the budgets of a sweep, each a whole number of 0 or more."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number or a comma list like 128,256,512") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: budgets are 0 or more tokens")
+    return values
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="hf: transformers with thinktune's continuous batching, on any device (default); vllm: vLLM on an NVIDIA GPU, the adapter as a LoRA request.",
+    )
 
 
 def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
@@ -64,7 +95,8 @@ def _add_eval_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", default=out, help=f"Output folder (default {out}).")
     _add_overwrite(p, "the --out folder")
     p.add_argument("--answer-line", action="store_true", help="Ask the model to end with 'The answer is X.'")
-    _add_decoding(p, greedy_why="a score must not depend on a sampling seed", seed=False)
+    _add_backend(p)
+    _add_decoding(p, greedy_why="a score must not depend on a sampling seed", seed=False, sweep=True)
 
 
 def _add_train(sub) -> None:
@@ -135,6 +167,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--out", required=True, help="Output .jsonl file: thinking, answer, token counts and stop reason per row.")
     _add_overwrite(g, "the --out file")
     _add_decoding(g)
+    _add_backend(g)
 
 
 def _add_chat(sub) -> None:
@@ -143,7 +176,6 @@ def _add_chat(sub) -> None:
     c.add_argument("--adapter", help="A thinktune run folder (or any PEFT adapter folder).")
     _add_decoding(c, batch=False)
     c.set_defaults(seed=None)  # chat: a different sampling each session unless --seed
-    c.add_argument("--max-thinking-tokens", type=int, help="Close an unfinished <think> after this many tokens and let the model answer (default: no limit).")
     c.add_argument("--hide-thinking", action="store_true", help="Fold the thinking into a one-line [thinking: N tokens] placeholder.")
     c.add_argument("--no-color", action="store_true", help="Plain text without ANSI styling (also when stdout is not a terminal).")
 

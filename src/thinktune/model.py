@@ -150,16 +150,28 @@ def _offline_tokenizer(source: Source) -> Path | None:
         return r1_tokenizer.cached(cache_dir())
 
 
-def load_for_inference(model_name: str, adapter: str | None, device: str = "auto"):
+def load_for_inference(model_name: str, adapter: str | None, device: str = "auto", fold: bool = False):
     """Base model (+ LoRA adapter from a run folder) in eval mode, and its tokenizer: what eval,
-    compare, generate and chat run."""
+    compare, generate and chat run. `fold`: the adapter merged into the weights in memory, so
+    generation takes no LoRA detour per layer and step (issue 14); a held-out loss is measured
+    unfolded, the way training measured it."""
     dev = pick_device(device)
     source = resolve(model_name)
     tokenizer = load_tokenizer(source)
     model = load_model(source, weight_dtype(pick_precision("auto", dev), dev), dev)
     if adapter:
         model = attach_adapter(model, adapter, model_name)
+        if fold:
+            model = model.merge_and_unload()
     return model.eval(), tokenizer
+
+
+def inference_autocast(device: str):
+    """Generation in the precision `auto` picks (issue 14): on a CPU with native bf16, bf16
+    matrix products under autocast (weights stay fp32, as in training); elsewhere a no-op, since
+    GPU weights are loaded in their half precision already and fp32 CPUs gain nothing."""
+    half = device == "cpu" and pick_precision("auto", device) == "bf16"
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=half)
 
 
 def pick_attention(requested: str, device: str, dtype: torch.dtype) -> str:

@@ -14,7 +14,11 @@ def test_eval_numbers_are_consistent(base_eval):
     assert s["correct"] == sum(p["correct"] for p in preds) == sum(p["extracted"] == p["gold"] for p in preds)
     assert s["accuracy"] == s["correct"] / 20
     assert s["accuracy_ci95"] == list(wilson_interval(s["correct"], 20))
-    assert s["unparsed_rate"] == sum(p["extracted"] is None for p in preds) / 20
+    assert s["unparsed_rate"] == sum(p["how"] == "unparsed" for p in preds) / 20
+    assert s["ambiguous_rate"] == sum(p["how"] == "ambiguous" for p in preds) / 20
+    assert s["unparsed_rate"] + s["ambiguous_rate"] == sum(p["extracted"] is None for p in preds) / 20
+    assert s["limit_rate"] == sum(p["stop"] == "max_new_tokens" for p in preds) / 20 == pytest.approx(1 - s["eos_rate"])
+    assert all(p["gold_text"] and p["forced_close"] is None for p in preds)
     assert s["eos_rate"] == sum(p["stop"] == "eos" for p in preds) / 20
     assert all(p["output_tokens"] <= 32 for p in preds)
     assert all(p["stop"] == "eos" or p["output_tokens"] == 32 for p in preds)
@@ -56,3 +60,27 @@ def test_samples_need_sampling(tmp_path):
     with pytest.raises(UserError, match="--samples K needs sampling"):
         thinktune.evaluate_model("smollm2-demo", samples=3, out=tmp_path, on_event=got.append)
     assert isinstance(got[-1], Failed) and got[-1].exit_code == 2 and not any(tmp_path.iterdir())
+
+
+def test_a_sweep_scores_the_items_at_each_budget_and_the_result_opens_with_the_limit_warning(tmp_path):
+    import thinktune
+    from thinktune.events import Finished
+
+    events = []
+    out = tmp_path / "sweep"
+    dec = thinktune.Decoding(max_new_tokens=12, temperature=0.0, top_p=1.0, batch_size=4)
+    s = thinktune.evaluate_model("smollm2-demo", None, "medqa", out, dec, limit=3, sweep=[8, 2], on_event=events.append)
+    assert [r["max_thinking_tokens"] for r in s["sweep"]] == [2, 8]
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["max_thinking_tokens"] for p in preds] == [2, 2, 2, 8, 8, 8]
+    assert s["decoding"]["max_thinking_tokens"] == 8 and s["items"] == 3
+    md = (out / "sweep.md").read_text()
+    assert md.splitlines()[2].startswith("| thinking budget | accuracy [95% interval] |") and "\n| 2 | " in md and "\n| 8 | " in md
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    text = [e for e in events if isinstance(e, Finished)][0].text
+    # 12 new tokens cut most outputs: the first thing said is that, and how to fix it
+    assert s["limit_rate"] > 0.1 and text.startswith(f"WARNING: {s['limit_rate']:.0%} of the outputs") and "--max-thinking-tokens N" in text
+    assert (
+        text.splitlines()[1]
+        == "| thinking budget | accuracy [95% interval] | mean thinking tokens | closed by the budget | cut by the token limit | unparsed | ambiguous |"
+    )

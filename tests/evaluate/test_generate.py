@@ -8,7 +8,7 @@ import torch
 
 from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_USER, tiny_model
 from thinktune.decoding import Decoding
-from thinktune.evaluate.generate import generate_all, generate_batch
+from thinktune.evaluate.generate import generate_all, static_batch
 
 HELLO, WORLD, HI = 9707, 1879, 13048  # "Hello", " world", "Hi" in the R1 vocabulary
 VOCAB = 152064
@@ -28,7 +28,7 @@ def greedy_alone(model, prompt, max_new_tokens, eos=R1_EOS):
 
 def expected(model, tok, prompt, max_new_tokens):
     new, stop = greedy_alone(model, prompt, max_new_tokens)
-    return {"text": tok.decode(new, skip_special_tokens=True), "tokens": len(new), "stop": stop}
+    return {"text": tok.decode(new, skip_special_tokens=True), "tokens": len(new), "stop": stop, "forced_close": None}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,9 +87,9 @@ def test_batched_results_come_back_in_input_order(random_model, r1_tokenizer):
     assert generated == 30 and speed["tokens_per_second"] == pytest.approx(speed["items_per_second"] * generated / len(PROMPTS), rel=0.01)
 
 
-def test_generate_batch_left_pads_without_changing_the_tokens(random_model, r1_tokenizer):
+def test_static_batch_left_pads_without_changing_the_tokens(random_model, r1_tokenizer):
     dec = Decoding(max_new_tokens=4, temperature=0.0)
-    batch = generate_batch(random_model, r1_tokenizer, PROMPTS[:3], dec)
+    batch = static_batch(random_model, r1_tokenizer, PROMPTS[:3], dec)
     assert batch == [expected(random_model, r1_tokenizer, p, 4) for p in PROMPTS[:3]]
     assert all(r["stop"] == "max_new_tokens" and r["tokens"] == 4 for r in batch)
 
@@ -103,10 +103,10 @@ def test_stop_reasons(scripted_model, r1_tokenizer):
     assert greedy_alone(scripted_model, prompts[0], 5) == ([HELLO], "eos")  # the model does what it was wired to do
     for batch_size in (1, 3):
         got, _ = generate_all(scripted_model, r1_tokenizer, prompts, Decoding(max_new_tokens=5, temperature=0.0, batch_size=batch_size))
-        assert got[0] == {"text": "Hello", "tokens": 1, "stop": "eos"}
+        assert got[0] == {"text": "Hello", "tokens": 1, "stop": "eos", "forced_close": None}
         assert got[1]["stop"] == "max_new_tokens" and got[1]["tokens"] == 5
         assert got[1] == expected(scripted_model, r1_tokenizer, prompts[1], 5)
-        assert got[2] == {"text": "", "tokens": 0, "stop": "eos"}
+        assert got[2] == {"text": "", "tokens": 0, "stop": "eos", "forced_close": None}
 
 
 def test_greedy_is_deterministic_and_ignores_the_seed(random_model, r1_tokenizer):

@@ -17,8 +17,12 @@ def side(acc, lo, hi, **over):
         "accuracy": acc,
         "accuracy_ci95": [lo, hi],
         "unparsed_rate": 0.15,
+        "ambiguous_rate": 0.05,
+        "limit_rate": 0.15,
+        "limit_thinking_rate": 1.0,
         "closed_think_rate": 0.9,
         "eos_rate": 0.85,
+        "decoding": {"max_new_tokens": 256},
         "think_tokens_mean": 312.4,
         "think_tokens_median": 298.5,
         "answer_tokens_mean": 41.6,
@@ -39,6 +43,9 @@ def summary(**over):
             0.3421,
             0.7418,
             unparsed_rate=0.05,
+            ambiguous_rate=0.0,
+            limit_rate=0.0,
+            limit_thinking_rate=0.0,
             closed_think_rate=1.0,
             eos_rate=1.0,
             think_tokens_mean=250.0,
@@ -48,28 +55,43 @@ def summary(**over):
         ),
         "paired": {"both_right": 6, "both_wrong": 7, "base_only": 2, "tuned_only": 5, "mcnemar_p": 0.453125},
         "heldout_loss": {"source": "held-out rows of runs/a&b", "rows": 2, "precision": "fp32", "base": {"loss": 2.345678}, "tuned": {"loss": 1.98761}},
-        "side_by_side": [
-            {
-                "id": "q1",
-                "gold": "B",
-                "prompt": "Is <b>x</b> & y > z?\nA. yes\nB. no",
-                "base": {"think": "if a < b then", "answer": "Answer: <A>", "extracted": "A"},
-                "tuned": {"think": "so", "answer": "B & only B", "extracted": None},
-            },
-        ],
     }
     s.update(over)
     return s
 
 
-PREDS = [{"think_tokens": t} for t in (10, 200, 350, 90)]
+def pred(i: int, think_tokens: int, correct: bool, stop: str = "eos", **over) -> dict:
+    p = {
+        "id": f"q{i}",
+        "prompt": "Is <b>x</b> & y > z?\nA. yes\nB. no",
+        "gold": "B",
+        "gold_text": "no <really>",
+        "think": "if a < b then",
+        "answer_text": "Answer: <B>" if correct else "Answer: <A>",
+        "extracted": "B" if correct else "A",
+        "how": "answer_is",
+        "correct": correct,
+        "stop": stop,
+        "think_tokens": think_tokens,
+    }
+    p.update(over)
+    return p
+
+
+BASE = [pred(1, 10, False), pred(2, 200, True), pred(3, 350, False, "max_new_tokens", extracted=None, how="unparsed", answer_text=""), pred(4, 90, True)]
+TUNED = [
+    pred(1, 90, True),
+    pred(2, 350, True, think="long " * 2000),
+    pred(3, 200, False, extracted=None, how="ambiguous", answer_text="B or A."),
+    pred(4, 10, True),
+]
 RECORDS = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 0, "eval_loss": 2.3}, {"step": 2, "eval_loss": 1.9}]
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
-    write_reports(summary(), PREDS, PREDS[::-1], RECORDS, out)
+    write_reports(summary(), BASE, TUNED, RECORDS, out)
     return out
 
 
@@ -78,6 +100,8 @@ def test_rows_and_paired_sentence():
     assert r[0][:3] == ("accuracy [95% interval]", "40.0% [21.9%, 61.3%]", "55.0% [34.2%, 74.2%]")
     assert [x[:3] for x in r[1:]] == [
         ("unparsed", "15.0%", "5.0%"),
+        ("ambiguous", "5.0%", "0.0%"),
+        ("cut by the token limit", "15.0%", "0.0%"),
         ("closed </think>", "90.0%", "100.0%"),
         ("stopped on eos", "85.0%", "100.0%"),
         ("think tokens mean / median", "312 / 298", "250 / 251"),
@@ -92,56 +116,80 @@ def test_rows_and_paired_sentence():
     )
 
 
+IMAGES = ["accuracy.png", "stop_reasons.png", "think_length.png", "think_vs_correct.png", "loss_curve.png"]
+
+
 def test_files_written(written):
-    assert sorted(p.name for p in written.iterdir()) == ["accuracy.png", "loss_curve.png", "report.html", "report.md", "think_length.png"]
-    for name in ("accuracy.png", "loss_curve.png", "think_length.png"):
+    assert sorted(p.name for p in written.iterdir()) == sorted(IMAGES + ["report.html", "report.md"])
+    for name in IMAGES:
         assert (written / name).read_bytes()[:8] == PNG, name
 
 
-def test_markdown_holds_the_numbers(written):
+def test_every_plot_has_a_title(monkeypatch):
+    from thinktune.evaluate import report
+
+    titles = []
+    monkeypatch.setattr(report, "_png", lambda fig: titles.append(fig.axes[0].get_title()) or PNG)
+    report.plots(summary(), BASE, TUNED, [])
+    assert titles == ["Accuracy on medqa", "How the outputs stopped", "Thinking length", "Thinking length of right and wrong answers"]
+
+
+def test_markdown_opens_with_the_limit_warning_and_lists_every_item(written):
     md = (written / "report.md").read_text(encoding="utf-8")
     lines = md.splitlines()
     assert lines[0] == "# r1-1.5b + runs/a&b on medqa"
-    assert lines[2:4] == ["| measure | base | fine-tuned | what it means |", "|---|---|---|---|"]
-    assert lines[4].startswith("| accuracy [95% interval] | 40.0% [21.9%, 61.3%] | 55.0% [34.2%, 74.2%] | Share of questions")
+    assert lines[2].startswith("> **WARNING: 15% of the base outputs (100% of those still thinking) stopped at the token limit (--max-new-tokens 256)")
+    assert "Raise --max-new-tokens, or set a thinking budget (--max-thinking-tokens N" in lines[2]
+    assert lines[4:6] == ["| measure | base | fine-tuned | what it means |", "|---|---|---|---|"]
+    assert lines[6].startswith("| accuracy [95% interval] | 40.0% [21.9%, 61.3%] | 55.0% [34.2%, 74.2%] | Share of questions")
     assert "| think tokens mean / median | 312 / 298 | 250 / 251 | Length of the reasoning. |" in lines
     assert any(x.startswith("| held-out loss | 2.3457 | 1.9876 | ") for x in lines)
     assert paired_sentence(summary()) in lines
-    assert [x for x in lines if x.startswith("![")] == [
-        "![accuracy.png](accuracy.png)",
-        "![think_length.png](think_length.png)",
-        "![loss_curve.png](loss_curve.png)",
+    assert [x for x in lines if x.startswith("![")] == [f"![{n}]({n})" for n in IMAGES]
+    i = lines.index("| item | gold answer | base | fine-tuned |")
+    assert lines[i + 2 : i + 6] == [
+        "| q1 | B. no <really> | ✗ A (ended) | ✓ B (ended) |",
+        "| q2 | B. no <really> | ✓ B (ended) | ✓ B (ended) |",
+        "| q3 | B. no <really> | ✗ no answer found (cut by the token limit) | ✗ names several options (ended) |",
+        "| q4 | B. no <really> | ✓ B (ended) | ✓ B (ended) |",
     ]
-    i = lines.index("## Item q1 (gold B)")
-    assert lines[i + 2 : i + 7] == ["```", "Is <b>x</b> & y > z?", "A. yes", "B. no", "```"]  # markdown keeps the text as written
-    assert "**base** (extracted: A)" in lines and "**tuned** (extracted: no answer found)" in lines
-    assert "<think>if a < b then</think>" in lines and "extracted: None" not in md
-    assert md.endswith("```\n")
+    assert "<details><summary><b>base</b>: ✗ A (ended)</summary>" in lines
+    assert "characters left out here; predictions_*.jsonl has the whole output" in md  # q2's long thinking is folded
+    assert "long " * 2000 not in md
+
+
+def test_no_warning_when_few_outputs_hit_the_limit(tmp_path):
+    quiet = summary(base=side(0.4, 0.2, 0.6, limit_rate=0.1))
+    write_reports(quiet, BASE, TUNED, [], tmp_path)
+    assert "WARNING" not in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "class=warning" not in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_html_escapes_text_and_embeds_the_pictures(written):
     html = (written / "report.html").read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") and html.endswith("</body></html>")
-    assert "<h1>r1-1.5b + runs/a&amp;b on medqa</h1>" in html
+    assert "<h1>r1-1.5b + runs/a&amp;b on medqa</h1><p class=warning>WARNING: 15% of the base outputs" in html
     assert "<pre>Is &lt;b&gt;x&lt;/b&gt; &amp; y &gt; z?\nA. yes\nB. no</pre>" in html
-    assert "<b>x</b>" not in html and "Answer: <A>" not in html
-    assert "<pre class=think>if a &lt; b then</pre><pre>Answer: &lt;A&gt;</pre>" in html
-    assert "<h3>tuned (extracted: no answer found)</h3>" in html and "<pre>B &amp; only B</pre>" in html
+    assert "<b>x</b>" not in html and "Answer: <A>" not in html and "no <really>" not in html
+    assert "<summary>base: ✗ A (ended)</summary><pre class=think>if a &lt; b then</pre><pre>Answer: &lt;A&gt;</pre>" in html
+    assert (
+        "<tr><td>q3</td><td>B. no &lt;really&gt;</td><td>✗ no answer found (cut by the token limit)</td><td>✗ names several options (ended)</td></tr>" in html
+    )
     assert "<tr><td>closed &lt;/think&gt;</td><td>90.0%</td><td>100.0%</td>" in html
     assert "<tr><td>held-out loss</td><td>2.3457</td><td>1.9876</td>" in html
     assert "McNemar&#x27;s exact test gives p = 0.453" in html
     # self-contained: each picture is the PNG file's bytes, inline
     found = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', html)
-    assert [n for n, _ in found] == ["accuracy.png", "think_length.png", "loss_curve.png"]
+    assert [n for n, _ in found] == IMAGES
     for name, data in found:
         assert base64.b64decode(data) == (written / name).read_bytes()
     assert 'src="http' not in html and "<link" not in html
 
 
 def test_without_training_records_and_held_out_loss(tmp_path):
-    write_reports(summary(heldout_loss=None, side_by_side=[]), PREDS, PREDS, [], tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.png", "report.html", "report.md", "think_length.png"]
+    write_reports(summary(heldout_loss=None), BASE, TUNED, [], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(IMAGES[:-1] + ["report.html", "report.md"])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "held-out loss" not in md and "held-out loss" not in html and "## Item" not in md
-    assert html.count("data:image/png;base64,") == 2 and "loss_curve.png" not in md
+    assert "held-out loss" not in md and "held-out loss" not in html
+    assert html.count("data:image/png;base64,") == 4 and "loss_curve.png" not in md

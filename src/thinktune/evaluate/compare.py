@@ -24,7 +24,6 @@ def compare_models(
     limit: int | None = None,
     seed: int | None = None,
     ask_answer_line: bool = False,
-    n_side: int = 3,
 ) -> dict:
     """Run both models, write predictions, summary.json, report.md and report.html into `out`."""
     model, tokenizer = load_for_inference(model_name, adapter)
@@ -36,8 +35,9 @@ def compare_models(
     with model.disable_adapter():
         base_preds, base = run_bench(model, tokenizer, bench, dec, desc="base", **kw)
         base_loss = rows_loss(model, tokenizer, rows, precision, per_pass) if rows else None
+    tuned_loss = rows_loss(model, tokenizer, rows, precision, per_pass) if rows else None  # unfolded, as training measured it
+    model = model.merge_and_unload()  # folded for generation: no LoRA detour per layer and step (issue 14)
     tuned_preds, tuned = run_bench(model, tokenizer, bench, dec, desc="tuned", **kw)
-    tuned_loss = rows_loss(model, tokenizer, rows, precision, per_pass) if rows else None
 
     paired = paired_counts([p["correct"] for p in base_preds], [p["correct"] for p in tuned_preds])
     summary = {
@@ -48,20 +48,9 @@ def compare_models(
         "tuned": tuned,
         "paired": {**paired, "mcnemar_p": mcnemar_exact(paired["base_only"], paired["tuned_only"])},
         "heldout_loss": {"source": source, "rows": len(rows), "precision": precision, "base": base_loss, "tuned": tuned_loss} if rows else None,
-        "side_by_side": [_side(b, t) for b, t in zip(base_preds[:n_side], tuned_preds[:n_side])],
     }
     write_jsonl(out / "predictions_base.jsonl", base_preds)
     write_jsonl(out / "predictions_tuned.jsonl", tuned_preds)
     write_json(out / "summary.json", summary)
     write_reports(summary, base_preds, tuned_preds, read_metrics(Path(adapter) / "metrics.jsonl"), out)
     return summary
-
-
-def _side(b: dict, t: dict) -> dict:
-    return {
-        "id": b["id"],
-        "prompt": b["prompt"],
-        "gold": b["gold"],
-        "base": {"think": b["think"], "answer": b["answer_text"], "extracted": b["extracted"]},
-        "tuned": {"think": t["think"], "answer": t["answer_text"], "extracted": t["extracted"]},
-    }

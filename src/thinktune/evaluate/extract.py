@@ -3,8 +3,11 @@
 A reasoning model's output is split at its last ``</think>``; only the text after it (the answer)
 is searched for a choice, because the reasoning weighs every option and would match them all.
 Patterns are tried in a fixed order, from the most explicit to the least, and the first pattern
-that finds a valid letter decides; within that pattern the LAST match wins, since models restate
-and correct themselves before settling ("... so B? No: the answer is C.").
+that finds a valid letter decides. If what it finds names two or more different options (a list
+"The answer is: B… C… D.", a change of mind "the answer is A … no, the answer is C", bold headings
+over several options), the output is ``ambiguous``: scored wrong and counted apart from
+``unparsed`` (issue 14: "the last explicit answer wins" once credited an answer listing B, C and
+D). An answer that names several options is not an answer.
 
 What counts as a choice is deliberately narrow: only letters that are keys of the question's
 options, and no fuzzy "closest option" guessing. An output we cannot read is scored as wrong
@@ -19,7 +22,7 @@ import re
 
 from ..data.render import THINK_CLOSE, THINK_OPEN
 
-HOW = ("answer_is", "chinese", "bold", "letter_line", "option_text", "unparsed")
+HOW = ("answer_is", "chinese", "bold", "letter_line", "option_text", "ambiguous", "unparsed")
 
 # "The answer is (B)", "answer is: B.", "Answer: B", "correct answer is B", "final answer: **C**",
 # "**Answer:** B", "The answer is option B", "answer: \boxed{B}".
@@ -39,6 +42,8 @@ _BOLD_INNER = re.compile(r"\s*(?:option\s+)?\(?(?P<letter>[A-Z])\)?\s*(?:[.:)．
 # A line that is only a letter: "B", "B.", "(B)", "B)".
 _LETTER_LINE = re.compile(r"\s*\(?(?P<letter>[A-Z])\)?\s*[.．)]?\s*")
 _ASCII_WORD = "A-Za-z0-9"
+# More letters after a stated one, on the same line: "B… C… D.", "B, C and D", "B或C", "B、C".
+_MORE_LETTERS = re.compile(r"\s*(?:[,;/、，；]|…|\.\.\.|\.|\s(?:and|or)\s|或|和)\s*\(?(?P<letter>[A-Z])\)?(?=\s*(?:$|[.,;/…、，；。]|\s(?:and|or)\s|或|和))")
 
 
 def split_think(text: str) -> tuple[str, str, bool]:
@@ -64,21 +69,22 @@ def split_think(text: str) -> tuple[str, str, bool]:
 
 def extract_choice(answer_text: str, options: dict[str, str]) -> tuple[str | None, str]:
     """Return (letter, how) for the choice stated in ``answer_text`` (already split from the
-    reasoning), or (None, "unparsed"). ``how`` names the pattern that decided, so a report can
-    show how much of a score rests on weak patterns."""
+    reasoning), (None, "ambiguous") when it names several options, or (None, "unparsed"). ``how``
+    names the pattern that decided, so a report can show how much of a score rests on weak ones."""
     letters = set(options)
     for how, find in (("answer_is", _answer_is), ("chinese", _chinese), ("bold", _bold), ("letter_line", _letter_line)):
         found = [x for x in find(answer_text) if x in letters]
         if found:
-            return found[-1], how
-    letter = _option_text(answer_text, options)
-    if letter is not None:
-        return letter, "option_text"
-    return None, "unparsed"
+            return (found[0], how) if len(set(found)) == 1 else (None, "ambiguous")
+    hits = _option_text(answer_text, options)
+    if len(hits) == 1:
+        return hits.pop(), "option_text"
+    return None, "ambiguous" if hits else "unparsed"
 
 
 def _stated_letters(pattern: re.Pattern, text: str) -> list[str]:
-    """Letters after an "answer is" / "答案是" cue, in order. A bare lowercase letter must end its
+    """Letters after an "answer is" / "答案是" cue, in order, with any listed right after it on
+    the same line ("The answer is: B… C… D." gives B, C, D). A bare lowercase letter must end its
     phrase ("the answer is b." counts, "the answer is a benign tumour" does not)."""
     out = []
     for m in pattern.finditer(text):
@@ -88,6 +94,10 @@ def _stated_letters(pattern: re.Pattern, text: str) -> list[str]:
             if rest[:1] in (" ", "\t"):
                 continue
         out.append(letter.upper())
+        line = text[m.end() :].split("\n", 1)[0]
+        while (more := _MORE_LETTERS.match(line)) is not None:
+            out.append(more.group("letter"))
+            line = line[more.end() :]
     return out
 
 
@@ -119,13 +129,13 @@ def _letter_line(text: str) -> list[str]:
     return out
 
 
-def _option_text(text: str, options: dict[str, str]) -> str | None:
-    """The one option whose whole text appears in the answer, else None.
+def _option_text(text: str, options: dict[str, str]) -> set[str]:
+    """The options whose whole text appears in the answer (one: the answer; more: ambiguous).
 
     Matching is case-insensitive and must not cut a Latin word or number ("4.6" is not found in
     "4.62"). An occurrence that lies inside a longer option's occurrence does not count ("Pagets
     disease" inside "Pagets disease and osteopetrosis"). Two options found, or two options with the
-    same text, is ambiguous and gives None: we do not guess.
+    same text, is ambiguous: we do not guess.
     """
     spans: dict[str, list[tuple[int, int]]] = {}
     low = text.lower()
@@ -143,4 +153,4 @@ def _option_text(text: str, options: dict[str, str]) -> str | None:
         inside = any(other != letter and oa <= a and b <= ob and (ob - oa) > (b - a) for other, (oa, ob) in every)
         if not inside:
             hits.add(letter)
-    return hits.pop() if len(hits) == 1 else None
+    return hits

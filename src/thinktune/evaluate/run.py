@@ -41,6 +41,7 @@ def split_output(prompt_text: str, output: dict, tokenizer) -> dict:
         "answer_tokens": len(tokenize(tokenizer, answer)) if answer else 0,
         "output_tokens": output["tokens"],
         "stop": output["stop"],
+        "forced_close": output.get("forced_close"),
     }
 
 
@@ -49,7 +50,7 @@ def score(item, prompt_text: str, output: dict, tokenizer) -> dict:
     row = split_output(prompt_text, output, tokenizer)
     row["answer_text"] = row.pop("answer")
     letter, how = extract_choice(row["answer_text"], item.options)
-    return {"id": item.id, **row, "extracted": letter, "how": how, "gold": item.gold, "correct": letter == item.gold}
+    return {"id": item.id, **row, "extracted": letter, "how": how, "gold": item.gold, "gold_text": item.options[item.gold], "correct": letter == item.gold}
 
 
 def summarize(preds: list[dict]) -> dict:
@@ -65,6 +66,11 @@ def summarize(preds: list[dict]) -> dict:
         "accuracy": correct / n if n else 0.0,
         "accuracy_ci95": [lo, hi],
         "unparsed_rate": sum(p["how"] == "unparsed" for p in preds) / n if n else 0.0,
+        "ambiguous_rate": sum(p["how"] == "ambiguous" for p in preds) / n if n else 0.0,
+        "limit_rate": sum(p["stop"] == "max_new_tokens" for p in preds) / n if n else 0.0,
+        "forced_close_rate": sum(bool(p.get("forced_close")) for p in preds) / n if n else 0.0,
+        "limit_thinking_rate": sum(p["stop"] == "max_new_tokens" and not p["closed_think"] for p in preds)
+        / max(1, sum(p["stop"] == "max_new_tokens" for p in preds)),
         "closed_think_rate": sum(p["closed_think"] for p in preds) / n if n else 0.0,
         "eos_rate": sum(p["stop"] == "eos" for p in preds) / n if n else 0.0,
         "think_tokens_mean": statistics.fmean(think) if n else 0.0,
@@ -72,6 +78,29 @@ def summarize(preds: list[dict]) -> dict:
         "answer_tokens_mean": statistics.fmean(answer) if n else 0.0,
         "answer_tokens_median": statistics.median(answer) if n else 0.0,
     }
+
+
+LIMIT_SHARE = 0.1  # more outputs than this cut off by the token limit, and a result opens with that fact
+
+
+def limit_warning(*sides: tuple[str, dict]) -> str | None:
+    """The first thing to read when more than a tenth of the outputs stopped at the token limit
+    (issue 14: "base 25% -> fine-tuned 0%" once came from a budget too small to finish thinking).
+    `sides`: (name, summary) pairs, e.g. ("", eval) or ("base", ...), ("fine-tuned", ...)."""
+    cut = [(name, s) for name, s in sides if s.get("limit_rate", 0.0) > LIMIT_SHARE]
+    if not cut:
+        return None
+    parts = [
+        f"{s['limit_rate']:.0%} of the {name + ' ' if name else ''}outputs"
+        + (f" ({s['limit_thinking_rate']:.0%} of those still thinking)" if s.get("limit_thinking_rate") else "")
+        for name, s in cut
+    ]
+    limit = (cut[0][1].get("decoding") or {}).get("max_new_tokens")
+    return (
+        f"WARNING: {' and '.join(parts)} stopped at the token limit (--max-new-tokens {limit}) before they ended. An output cut off "
+        "before its answer counts as wrong, so this score measures the budget as much as the model. Raise --max-new-tokens, or set "
+        "a thinking budget (--max-thinking-tokens N, below --max-new-tokens) so that every output gets to answer."
+    )
 
 
 def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, limit=None, seed=None, ask_answer_line=False, desc="eval"):

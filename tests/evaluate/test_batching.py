@@ -1,0 +1,100 @@
+"""batching.py: continuous batching gives each row the tokens a plain greedy loop gives it alone,
+while rows join, leave, and the cache is cut and grown; repetition penalty as transformers applies
+it; which models it runs; how many rows fit in memory."""
+
+import pytest
+import torch
+
+from conftest import R1_ASSISTANT, R1_BOS, R1_USER, tiny_model
+from thinktune.decoding import Decoding
+from thinktune.evaluate import batching
+from thinktune.evaluate.batching import Engine, Row, Slots, fit_slots, supported
+from thinktune.evaluate.generate import generate_all, static_batch
+
+VOCAB = 152064
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """The tiny models of this file on one thread (conftest.one_thread)."""
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("qwen2", VOCAB, seed=11)
+
+
+@torch.no_grad()
+def alone(model, prompt, n):
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+PROMPTS = [[R1_BOS, R1_USER] + [100 + 7 * i + j for j in range(3 + 5 * i % 11)] + [R1_ASSISTANT] for i in range(7)]
+
+
+def test_rows_joining_and_leaving_through_cuts_and_growth_get_the_tokens_they_get_alone(model, r1_tokenizer, monkeypatch):
+    """7 prompts of 5 to 15 tokens, 3 slots, 150 new tokens each: every slot is refilled twice,
+    the cache runs out of columns, is cut and grown; each row still gets exactly its own tokens."""
+    seen = []
+    make_room = Slots.make_room
+
+    def watch(self):
+        if self.cache is not None and self.length >= self.capacity:
+            seen.append((self.length, self.capacity, min(r.start for r in self.rows)))
+        make_room(self)
+
+    monkeypatch.setattr(Slots, "make_room", watch)
+    rows = [Row(i, p) for i, p in enumerate(PROMPTS)]
+    finished = []
+    Engine(model, r1_tokenizer, Decoding(max_new_tokens=150, temperature=0.0, top_p=1.0, batch_size=3)).run(rows, finished.append)
+    assert [r.out for r in rows] == [alone(model, p, 150) for p in PROMPTS]
+    assert all(r.stop == "max_new_tokens" for r in rows) and sorted(r.index for r in finished) == list(range(7))
+    assert len(seen) >= 2 and any(start > 0 for *_, start in seen)  # full twice, with dead columns to cut
+
+
+def test_continuous_and_static_batches_agree(model, r1_tokenizer):
+    dec = Decoding(max_new_tokens=12, temperature=0.0, top_p=1.0, batch_size=4)
+    got, _ = generate_all(model, r1_tokenizer, PROMPTS, dec)
+    assert got == static_batch(model, r1_tokenizer, PROMPTS, dec)
+
+
+def test_repetition_penalty_is_transformers_own(r1_tokenizer):
+    """Each row's own tokens (prompt and output) penalised as `generate` does for one unpadded prompt."""
+    model = tiny_model("llama", VOCAB, seed=2)  # tied embeddings: it repeats itself, which the penalty breaks
+    dec = Decoding(max_new_tokens=20, temperature=0.0, top_p=1.0, repetition_penalty=1.8, batch_size=3)
+    got, _ = generate_all(model, r1_tokenizer, PROMPTS[:3], dec)
+    for prompt, g in zip(PROMPTS[:3], got):
+        assert g == static_batch(model, r1_tokenizer, [prompt], dec)[0]
+    plain, _ = generate_all(model, r1_tokenizer, PROMPTS[:3], Decoding(**{**dec.to_dict(), "repetition_penalty": 1.0}))
+    assert plain != got  # the penalty changed something
+
+
+def test_only_plain_attention_models_run_here():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    assert supported(tiny_model("qwen2", 64)) and supported(tiny_model("llama", 64))
+    windowed = MistralForCausalLM(
+        MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+    )
+    assert not supported(windowed)
+
+
+def test_rows_are_limited_to_what_fits_in_memory(model, monkeypatch):
+    per_row = 2 * 2 * 2 * 8 * 100 * 4  # layers x (keys, values) x kv heads x head dim x columns x fp32 bytes
+    monkeypatch.setattr(batching, "_available_ram", lambda: int(10.5 * per_row / 0.7))
+    assert fit_slots(model, 32, 100) == 10
+    assert fit_slots(model, 4, 100) == 4
+    monkeypatch.setattr(batching, "_available_ram", lambda: 0)
+    assert fit_slots(model, 32, 100) == 1
+
+
+def test_grouped_attention_switch_is_set_for_the_run_only(monkeypatch):
+    monkeypatch.delenv(batching.GQA_SWITCH, raising=False)
+    with batching.grouped_attention("cpu"):
+        assert batching.os.environ[batching.GQA_SWITCH] == "1"
+    assert batching.GQA_SWITCH not in batching.os.environ
+    with batching.grouped_attention("cuda"):
+        assert batching.GQA_SWITCH not in batching.os.environ
