@@ -288,3 +288,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fp32_generation():
+    """Generation in fp32 whatever this CPU has (model.inference_autocast would pick bf16 on a CPU
+    with native bf16): the tests that pin exact tokens against an fp32 loop (issue 11's rule)."""
+    from thinktune.model import CPU_BF16_SWITCH
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv(CPU_BF16_SWITCH, "emulated")
+        yield

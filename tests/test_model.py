@@ -134,3 +134,25 @@ def test_train_refuses_qlora_on_cpu_before_loading(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "needs a CUDA GPU" in err and not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_generation_takes_bf16_only_where_auto_does_with_bf16_tolerance(monkeypatch):
+    """Issue 14: generation in the precision auto picks. Forced native: bf16 products whose logits
+    stay within bf16's tolerance of fp32; emulated (or a GPU, whose weights are half already): none."""
+    from conftest import tiny_model
+    from thinktune.model import CPU_BF16_SWITCH, inference_autocast
+
+    model = tiny_model("llama", 512, seed=4)
+    ids = torch.tensor([[5, 17, 99, 3, 250]])
+    with torch.no_grad():
+        fp32 = model(ids).logits
+        monkeypatch.setenv(CPU_BF16_SWITCH, "native")
+        with inference_autocast("cpu"):
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+            half = model(ids).logits
+        monkeypatch.setenv(CPU_BF16_SWITCH, "emulated")
+        with inference_autocast("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+            again = model(ids).logits
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), fp32, atol=3e-2, rtol=3e-2) and not torch.equal(half.float(), fp32)
+    assert torch.equal(again, fp32)

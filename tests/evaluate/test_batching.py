@@ -15,8 +15,9 @@ VOCAB = 152064
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread):
-    """The tiny models of this file on one thread (conftest.one_thread)."""
+def _one_thread(one_thread, fp32_generation):
+    """The tiny models of this file on one thread (conftest.one_thread), generating in fp32: their
+    tokens are pinned against a plain fp32 loop (conftest.fp32_generation)."""
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,11 @@ from thinktune.evaluate import budget as budget_mod
 from thinktune.evaluate.budget import FORCED_CLOSE, GRACE, ThinkBudget
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fp32(fp32_generation):
+    """Token-exact comparisons between runs: fp32 on every CPU (conftest.fp32_generation)."""
+
+
 def test_doctests():
     result = doctest.testmod(budget_mod)
     assert result.attempted == 2 and result.failed == 0
