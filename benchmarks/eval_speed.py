@@ -8,7 +8,9 @@ one prompt at a time, on the demo run and the same MedQA items, greedy, in one s
   length through `model.generate`, the adapter attached unfolded (PEFT), as `load_for_inference`
   gave it then. Each batch runs until its longest row ends.
 - continuous: `generate_all` as eval runs it now: the adapter folded into the weights, rows
-  leaving at their end token and waiting prompts taking their slots, `--batch-size` rows at once.
+  leaving at their end token and waiting prompts taking their slots, `--batch-size` rows at once,
+  fp32 weights packed for oneDNN on a CPU without native bf16. Loops are not stopped here (static
+  batches cannot stop them), so every way generates the same tokens.
 - single: the same engine one prompt at a time, on the first `--single-items` items (it is slow).
 
 Greedy equality: each continuous output against the static output of the same item. Results go
@@ -52,7 +54,8 @@ def main() -> int:
     base = base_model_for(None, args.run)
     items, fmt = load_bench("medqa", limit=args.items)
     rows = {}
-    dec = Decoding(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0)
+    # loops run on to the limit in every way (static batches have no loop stop): the same tokens to generate
+    dec = Decoding(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0, stop_loops=False)
     model, tok = load_for_inference(base, args.run)  # unfolded, as before issue 14
     _, prompts = bench_prompts(tok, items, fmt, False)
     static, rows["static batches of 8 (before issue 14)"] = generate_static(model, tok, prompts, Decoding(**{**dec.to_dict(), "batch_size": 8}), desc="static")

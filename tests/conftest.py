@@ -133,6 +133,27 @@ def tiny_model(arch: str, vocab_size: int, seed: int = 0):
     return model.eval()
 
 
+def cycling_model(vocab_size: int, cycle: tuple[int, int, int]):
+    """A tiny Qwen2 wired by hand to loop for ever: its layers add nothing (o_proj and down_proj are
+    zero), so the next token depends on the last one only; after any ordinary token it writes
+    cycle[0], then cycle[1], cycle[2], cycle[0], ... (a loop of period 3)."""
+    import torch
+
+    model = tiny_model("qwen2", vocab_size, seed=0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        emb[:, :4], head[:, :4] = 0, 0
+        emb[:, 3] = 1  # the feature of every ordinary token
+        head[cycle[0], 3] = 100
+        for feature, token in enumerate(cycle):
+            emb[token, 3], emb[token, feature] = 0, 10
+            head[cycle[(feature + 1) % 3], feature] = 100
+    return model.eval()
+
+
 def missing(path: Path) -> None:
     """A file of ../shared/data is absent: a failure under CI, a skip on a user's clone."""
     why = f"{path} is absent: the real medical data lives in ../shared/data beside the project"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_model
+from conftest import cycling_model, tiny_model
 from thinktune.chat import (
     ANSWER_LABEL,
     HELP,
+    LOOP_MESSAGE,
     MODEL_PREFIX,
     RESET_MESSAGE,
     STOPPED_MESSAGE,
@@ -153,6 +154,16 @@ def test_chat_turn_streams_a_budgeted_answer_when_the_template_opens_think(demo_
     assert text == want["text"] and "</think>" in text and want["forced_close"]
     assert out.getvalue() == f"model> <think>{text}\n"  # the opened <think> is shown, the streamed text follows
     assert conv.messages[1] == {"role": "assistant", "content": text.split("</think>")[-1].strip()}
+
+
+def test_chat_turn_says_when_it_stopped_a_loop(demo_tok):
+    cycle = tuple(tokenize(demo_tok, " so so so")[:1] + tokenize(demo_tok, " and")[:1] + tokenize(demo_tok, " then")[:1])
+    model, out, conv = cycling_model(len(demo_tok), cycle), io.StringIO(), Conversation()
+    dec = Decoding(max_new_tokens=200, temperature=0.0, top_p=1.0, batch_size=1)
+    text = chat_turn(Engine(model, demo_tok, dec), demo_tok, conv, "Hi", Display(out, demo_tok, color=False, hide_thinking=False))
+    assert text == demo_tok.decode(list(cycle) * 32)  # 96 tokens: three repeats were seen at the first check past MIN_TOKENS
+    assert out.getvalue() == f"model> {text}\n{LOOP_MESSAGE}\n"
+    assert conv.messages[1] == {"role": "assistant", "content": text.strip()}
 
 
 # ---- the terminal session ----

@@ -20,12 +20,22 @@ def test_defaults_are_deepseeks_advice_for_r1():
         "batch_size": 32,
         "seed": 0,
         "max_thinking_tokens": None,
+        "stop_loops": True,
     }
 
 
 def test_to_dict_round_trips():
-    d = Decoding(max_new_tokens=5, temperature=0.0, top_p=1.0, repetition_penalty=1.1, batch_size=3, seed=None, max_thinking_tokens=0)
-    want = {"max_new_tokens": 5, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1, "batch_size": 3, "seed": None, "max_thinking_tokens": 0}
+    d = Decoding(max_new_tokens=5, temperature=0.0, top_p=1.0, repetition_penalty=1.1, batch_size=3, seed=None, max_thinking_tokens=0, stop_loops=False)
+    want = {
+        "max_new_tokens": 5,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "repetition_penalty": 1.1,
+        "batch_size": 3,
+        "seed": None,
+        "max_thinking_tokens": 0,
+        "stop_loops": False,
+    }
     assert d.to_dict() == want
     assert Decoding(**d.to_dict()) == d
     assert [f.name for f in dataclasses.fields(Decoding)] == list(d.to_dict())

@@ -23,8 +23,7 @@ def _load_back(path):
 
 
 def _both(merged_dir, gguf_path):
-    """The reference folder and the GGUF loaded back, each as (model, tokenizer): loaded once per
-    file (the GGUF's 152k-token vocabulary takes transformers ~1.5 min to convert here)."""
+    """The reference folder and the GGUF loaded back, each as (model, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return (AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(merged_dir)), _load_back(gguf_path)
@@ -93,11 +92,15 @@ def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     assert types[:151665] == real_types[:151665] and types[151666:] == real_types[151666:]
     for key, value in real.items():
         assert ours.fields[key].contents() == value, key
-    # transformers' GGUF tokenizer conversion (5.24) skips control tokens outside the byte
-    # alphabet, so <｜User｜> does not stay whole there: ids are compared on plain text, and the
-    # logits on the full text's ids from the real tokenizer.
-    loaded = _both(src, path)
-    worst, _ = _compare(src, path, "Why is the sky blue? Light scatters.\n\nRayleigh.", loaded=loaded)
+    # The weights are loaded back through transformers' GGUF loader and compared on the real
+    # tokenizer's ids. The tokenizer is not loaded back: the vocabulary block is the real file's
+    # (above), and transformers' conversion of its 152k tokens takes ~1.5 minutes (the test
+    # suite's time limit); it also skips control tokens outside the byte alphabet (5.24).
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    loaded = ((AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(src)), (back, None))
+    worst, _ = _compare(src, path, "Why is the sky blue? Light scatters.\n\nRayleigh.", check_ids=False, loaded=loaded)
     assert worst < F16_MAX
     text = "<｜begin▁of▁sentence｜><｜User｜>Why is the sky blue?<｜Assistant｜><think>\nLight scatters.\n</think>\n\nRayleigh.<｜end▁of▁sentence｜>"
     worst, _ = _compare(src, path, text, check_ids=False, loaded=loaded)

@@ -37,6 +37,17 @@ def test_generation_flags_are_one_definition_with_one_set_of_defaults():
     assert "--batch-size" not in helptext("chat")  # chat answers one message at a time
 
 
+def test_loops_are_stopped_unless_asked_not_to():
+    from thinktune.cli import _decoding
+
+    p = build_parser()
+    for command in ("generate", "chat", "eval", "compare"):
+        extra = ["--input", "x", "--out", "y"] if command == "generate" else []
+        assert _decoding(p.parse_args([command, *extra]), 0).stop_loops is True, command
+        assert _decoding(p.parse_args([command, *extra, "--no-stop-loops"]), 0).stop_loops is False, command
+        assert "three times in a row" in re.sub(r"\s+", " ", helptext(command)), command
+
+
 @pytest.mark.parametrize("command", ["train", "data"])
 def test_train_and_data_check_take_the_same_model_and_data_flags(command):
     argv = [command] + (["check"] if command == "data" else []) + ["--model", "r1-7b", "--data", "x.json", "--limit", "5"]

@@ -22,6 +22,7 @@ USER_PROMPT, MODEL_PREFIX = "you> ", "model> "
 HELP = "Type a message and press Enter. /reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops an answer."
 RESET_MESSAGE = "[conversation reset: the model no longer sees the earlier turns]"
 STOPPED_MESSAGE = "[stopped; this turn is not kept in the conversation]"
+LOOP_MESSAGE = "[stopped: the model was writing the same passage over and over (--no-stop-loops lets it run)]"
 
 
 class Conversation:
@@ -41,9 +42,9 @@ class Conversation:
         self.messages.clear()
 
 
-def reply(engine, tokenizer, prompt_ids: list[int], opened_in_prompt: bool, write) -> str:
+def reply(engine, tokenizer, prompt_ids: list[int], opened_in_prompt: bool, write) -> tuple[str, str | None]:
     """One answer from the engine (a batch of one, greedy or sampled as its Decoding says, with its
-    thinking budget), its text passed to `write` as it comes; returns the whole text."""
+    thinking budget), its text passed to `write` as it comes; returns the whole text and why it stopped."""
     import torch
     from transformers import TextStreamer
 
@@ -62,7 +63,7 @@ def reply(engine, tokenizer, prompt_ids: list[int], opened_in_prompt: bool, writ
     engine.on_token = lambda _row, token: streamer.put(torch.tensor([token]))
     engine.run([row], lambda _row: None)
     streamer.end()
-    return tokenizer.decode(row.out, skip_special_tokens=True)
+    return tokenizer.decode(row.out, skip_special_tokens=True), row.stop
 
 
 def _partial_tag(buf: str, tag: str) -> int:
@@ -152,11 +153,11 @@ def chat_turn(engine, tokenizer, conv: Conversation, user: str, display: Display
     opened = opens_think(prompt)
     try:
         display.start(opened)
-        output = reply(engine, tokenizer, tokenize(tokenizer, prompt), opened, display.write)
+        output, stop = reply(engine, tokenizer, tokenize(tokenizer, prompt), opened, display.write)
     except KeyboardInterrupt:
         display.finish(STOPPED_MESSAGE)
         return None
-    display.finish()
+    display.finish(LOOP_MESSAGE if stop == "loop" else "")
     conv.add(user, output, opened)
     return output
 

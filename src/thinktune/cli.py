@@ -27,6 +27,7 @@ def _decoding(args, seed: int | None) -> Decoding:
         batch_size=getattr(args, "batch_size", 1),
         seed=seed,
         max_thinking_tokens=budget,
+        stop_loops=args.stop_loops,
     )
 
 
@@ -236,7 +237,7 @@ def cmd_generate(args) -> int:
     closed = sum(r["closed_think"] for r in rows)
     kept = f" ({speed['rows_kept']} kept from an interrupted run)" if speed["rows_kept"] else ""
     print(
-        f"Generated {len(rows)} rows{kept} ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos. Written: {out}."
+        f"Generated {len(rows)} rows{kept} ({speed['tokens_per_second']} tokens/s); {closed} closed </think>, {sum(r['stop'] == 'eos' for r in rows)} stopped on eos, {sum(r['stop'] == 'loop' for r in rows)} in a loop. Written: {out}."
     )
     return 0
 

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass
 
 from .errors import UserError
 
+# Why a generated output stopped, as results, reports and plots name it.
+STOPS = {"eos": "ended by itself", "loop": "stopped repeating itself", "max_new_tokens": "cut by the token limit"}
+
 
 @dataclass
 class Decoding:
@@ -21,6 +24,7 @@ class Decoding:
     batch_size: int = 32  # rows generated at once (continuous batching: a finished row's slot is refilled at once)
     seed: int | None = 0  # None: a different sampling each time (chat)
     max_thinking_tokens: int | None = None  # close an open <think> after this many tokens (evaluate/budget.py); None: no limit
+    stop_loops: bool = True  # stop an output that repeats one passage three times in a row (evaluate/loop.py)
 
     def __post_init__(self) -> None:
         # `not x >= 0` rather than `x < 0`: a NaN fails every comparison and must not pass as greedy

@@ -56,6 +56,13 @@ def _add_decoding(p: argparse.ArgumentParser, greedy_why: str | None = None, see
         type=_budgets if sweep else int,
         help=f"Thinking budget: after N thinking tokens, </think> is inserted at the next word boundary and the model answers in the tokens left (default: no limit).{several}",
     )
+    p.add_argument(
+        "--stop-loops",
+        action=argparse.BooleanOptionalAction,
+        default=d.stop_loops,
+        help="Stop an output once it repeats the same passage three times in a row (stop reason 'loop'; it would only run on to the "
+        "token limit); --no-stop-loops lets it run.",
+    )
     if seed:
         p.add_argument("--seed", type=int, default=d.seed, help="Sampling seed (chat: by default a different sampling each session).")
 

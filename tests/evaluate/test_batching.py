@@ -8,8 +8,9 @@ import torch
 from conftest import R1_ASSISTANT, R1_BOS, R1_USER, tiny_model
 from thinktune.decoding import Decoding
 from thinktune.evaluate import batching
-from thinktune.evaluate.batching import Engine, Row, Slots, fit_slots, supported
+from thinktune.evaluate.batching import Engine, Row, Slots, fit_slots, packed_linears, supported
 from thinktune.evaluate.generate import generate_all, static_batch
+from thinktune.model import CPU_BF16_SWITCH
 
 VOCAB = 152064
 
@@ -37,7 +38,7 @@ PROMPTS = [[R1_BOS, R1_USER] + [100 + 7 * i + j for j in range(3 + 5 * i % 11)] 
 
 
 def test_rows_joining_and_leaving_through_cuts_and_growth_get_the_tokens_they_get_alone(model, r1_tokenizer, monkeypatch):
-    """7 prompts of 5 to 15 tokens, 3 slots, 150 new tokens each: every slot is refilled twice,
+    """7 prompts of 5 to 15 tokens, 3 slots, 100 new tokens each: every slot is refilled twice,
     the cache runs out of columns, is cut and grown; each row still gets exactly its own tokens."""
     seen = []
     make_room = Slots.make_room
@@ -50,8 +51,9 @@ def test_rows_joining_and_leaving_through_cuts_and_growth_get_the_tokens_they_ge
     monkeypatch.setattr(Slots, "make_room", watch)
     rows = [Row(i, p) for i, p in enumerate(PROMPTS)]
     finished = []
-    Engine(model, r1_tokenizer, Decoding(max_new_tokens=150, temperature=0.0, top_p=1.0, batch_size=3)).run(rows, finished.append)
-    assert [r.out for r in rows] == [alone(model, p, 150) for p in PROMPTS]
+    dec = Decoding(max_new_tokens=100, temperature=0.0, top_p=1.0, batch_size=3, stop_loops=False)  # pinned against a loop that runs on
+    Engine(model, r1_tokenizer, dec).run(rows, finished.append)
+    assert [r.out for r in rows] == [alone(model, p, 100) for p in PROMPTS]
     assert all(r.stop == "max_new_tokens" for r in rows) and sorted(r.index for r in finished) == list(range(7))
     assert len(seen) >= 2 and any(start > 0 for *_, start in seen)  # full twice, with dead columns to cut
 
@@ -99,3 +101,20 @@ def test_grouped_attention_switch_is_set_for_the_run_only(monkeypatch):
     assert batching.GQA_SWITCH not in batching.os.environ
     with batching.grouped_attention("cuda"):
         assert batching.GQA_SWITCH not in batching.os.environ
+
+
+def test_linear_layers_are_packed_for_the_run_only_and_agree_to_fp32_rounding(model, monkeypatch):
+    """fp32 on a CPU: every linear layer computes from a oneDNN-packed weight inside the run, the
+    logits agree with the plain layers' to fp32 rounding, and the layers are plain again after."""
+    ids = torch.tensor([PROMPTS[3], PROMPTS[3][::-1]])
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        plain = model(ids).logits
+        with packed_linears(model, 2):
+            assert all("forward" in m.__dict__ for m in linears)  # the instance's own forward: packed
+            packed = model(ids).logits
+    assert all("forward" not in m.__dict__ for m in linears)
+    torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-5)
+    monkeypatch.setenv(CPU_BF16_SWITCH, "native")  # bf16 autocast would not reach packed layers: none are packed
+    with packed_linears(model, 2):
+        assert all("forward" not in m.__dict__ for m in linears)

@@ -109,5 +109,5 @@ def test_eval_engine_and_chat_force_the_same_close(r1_tokenizer):
     assert free[0]["text"].startswith(thinking.rstrip("\n"))  # the same tokens up to the close
     assert len(tokenize(r1_tokenizer, thinking.rstrip("\n"))) >= 6
     shown: list[str] = []
-    chat_text = reply(Engine(model, r1_tokenizer, dec), r1_tokenizer, prompt, True, shown.append)
+    chat_text, _ = reply(Engine(model, r1_tokenizer, dec), r1_tokenizer, prompt, True, shown.append)
     assert chat_text == text and "".join(shown) == text

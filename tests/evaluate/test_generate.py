@@ -6,9 +6,10 @@ model's own logits), written here independently of `model.generate`."""
 import pytest
 import torch
 
-from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_USER, tiny_model
+from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_USER, cycling_model, tiny_model
 from thinktune.decoding import Decoding
 from thinktune.evaluate.generate import generate_all, static_batch
+from thinktune.evaluate.loop import EVERY, MIN_TOKENS, period
 
 HELLO, WORLD, HI = 9707, 1879, 13048  # "Hello", " world", "Hi" in the R1 vocabulary
 VOCAB = 152064
@@ -18,7 +19,7 @@ VOCAB = 152064
 def greedy_alone(model, prompt, max_new_tokens, eos=R1_EOS):
     ids, new = list(prompt), []
     for _ in range(max_new_tokens):
-        nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        nxt = int(model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].argmax())
         if nxt == eos:
             return new, "eos"
         ids.append(nxt)
@@ -108,6 +109,27 @@ def test_stop_reasons(scripted_model, r1_tokenizer):
         assert got[1]["stop"] == "max_new_tokens" and got[1]["tokens"] == 5
         assert got[1] == expected(scripted_model, r1_tokenizer, prompts[1], 5)
         assert got[2] == {"text": "", "tokens": 0, "stop": "eos", "forced_close": None}
+
+
+@pytest.fixture(scope="module")
+def looping_model():
+    """'Hi' -> 'Hello' -> ' world' -> 'Hi' -> ... for ever (conftest.cycling_model)."""
+    return cycling_model(VOCAB, (HI, HELLO, WORLD))
+
+
+def test_a_looping_row_is_stopped_where_the_rule_first_sees_the_loop(looping_model, r1_tokenizer):
+    """The engine stops a looping row (stop "loop") at the first check that sees three repeats
+    over MIN_TOKENS tokens, keeping its tokens so far; with the rule off it runs to the limit."""
+    prompt = [R1_BOS, R1_USER, WORLD, R1_ASSISTANT, HELLO, WORLD]
+    alone, stop = greedy_alone(looping_model, prompt, 120)
+    assert stop == "max_new_tokens" and alone[:4] == [HI, HELLO, WORLD, HI] and period(alone) == 3
+    assert MIN_TOKENS % EVERY == 0  # so the first check that can see the loop is at MIN_TOKENS tokens
+    other = [R1_BOS, R1_USER, HI, WORLD]  # ' world' -> 'Hi': loops too, one step behind
+    on, _ = generate_all(looping_model, r1_tokenizer, [prompt, other], Decoding(max_new_tokens=120, temperature=0.0, batch_size=2))
+    off, _ = generate_all(looping_model, r1_tokenizer, [prompt], Decoding(max_new_tokens=120, temperature=0.0, stop_loops=False))
+    assert [r["stop"] for r in on] == ["loop", "loop"] and [r["tokens"] for r in on] == [MIN_TOKENS, MIN_TOKENS]
+    assert on[0]["text"] == r1_tokenizer.decode(alone[:MIN_TOKENS], skip_special_tokens=True)
+    assert off[0] == expected(looping_model, r1_tokenizer, prompt, 120) and off[0]["stop"] == "max_new_tokens"
 
 
 def test_greedy_is_deterministic_and_ignores_the_seed(random_model, r1_tokenizer):

@@ -102,6 +102,7 @@ def test_rows_and_paired_sentence():
         ("unparsed", "15.0%", "5.0%"),
         ("ambiguous", "5.0%", "0.0%"),
         ("cut by the token limit", "15.0%", "0.0%"),
+        ("stopped repeating itself", "0.0%", "0.0%"),
         ("closed </think>", "90.0%", "100.0%"),
         ("stopped on eos", "85.0%", "100.0%"),
         ("think tokens mean / median", "312 / 298", "250 / 251"),
@@ -148,12 +149,12 @@ def test_markdown_opens_with_the_limit_warning_and_lists_every_item(written):
     assert [x for x in lines if x.startswith("![")] == [f"![{n}]({n})" for n in IMAGES]
     i = lines.index("| item | gold answer | base | fine-tuned |")
     assert lines[i + 2 : i + 6] == [
-        "| q1 | B. no <really> | ✗ A (ended) | ✓ B (ended) |",
-        "| q2 | B. no <really> | ✓ B (ended) | ✓ B (ended) |",
-        "| q3 | B. no <really> | ✗ no answer found (cut by the token limit) | ✗ names several options (ended) |",
-        "| q4 | B. no <really> | ✓ B (ended) | ✓ B (ended) |",
+        "| q1 | B. no <really> | ✗ A (ended by itself) | ✓ B (ended by itself) |",
+        "| q2 | B. no <really> | ✓ B (ended by itself) | ✓ B (ended by itself) |",
+        "| q3 | B. no <really> | ✗ no answer found (cut by the token limit) | ✗ names several options (ended by itself) |",
+        "| q4 | B. no <really> | ✓ B (ended by itself) | ✓ B (ended by itself) |",
     ]
-    assert "<details><summary><b>base</b>: ✗ A (ended)</summary>" in lines
+    assert "<details><summary><b>base</b>: ✗ A (ended by itself)</summary>" in lines
     assert "characters left out here; predictions_*.jsonl has the whole output" in md  # q2's long thinking is folded
     assert "long " * 2000 not in md
 
@@ -171,9 +172,10 @@ def test_html_escapes_text_and_embeds_the_pictures(written):
     assert "<h1>r1-1.5b + runs/a&amp;b on medqa</h1><p class=warning>WARNING: 15% of the base outputs" in html
     assert "<pre>Is &lt;b&gt;x&lt;/b&gt; &amp; y &gt; z?\nA. yes\nB. no</pre>" in html
     assert "<b>x</b>" not in html and "Answer: <A>" not in html and "no <really>" not in html
-    assert "<summary>base: ✗ A (ended)</summary><pre class=think>if a &lt; b then</pre><pre>Answer: &lt;A&gt;</pre>" in html
+    assert "<summary>base: ✗ A (ended by itself)</summary><pre class=think>if a &lt; b then</pre><pre>Answer: &lt;A&gt;</pre>" in html
     assert (
-        "<tr><td>q3</td><td>B. no &lt;really&gt;</td><td>✗ no answer found (cut by the token limit)</td><td>✗ names several options (ended)</td></tr>" in html
+        "<tr><td>q3</td><td>B. no &lt;really&gt;</td><td>✗ no answer found (cut by the token limit)</td><td>✗ names several options (ended by itself)</td></tr>"
+        in html
     )
     assert "<tr><td>closed &lt;/think&gt;</td><td>90.0%</td><td>100.0%</td>" in html
     assert "<tr><td>held-out loss</td><td>2.3457</td><td>1.9876</td>" in html
@@ -193,3 +195,19 @@ def test_without_training_records_and_held_out_loss(tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "held-out loss" not in md and "held-out loss" not in html
     assert html.count("data:image/png;base64,") == 4 and "loss_curve.png" not in md
+
+
+def test_loops_have_their_row_their_label_and_their_own_warning(tmp_path):
+    looped = summary(tuned=side(0.5, 0.3, 0.7, limit_rate=0.0, loop_rate=0.25))
+    tuned = TUNED[:3] + [pred(4, 10, True, "loop")]
+    write_reports(looped, BASE, tuned, [], tmp_path)
+    assert ("stopped repeating itself", "0.0%", "25.0%") in [x[:3] for x in rows(looped)]
+    lines = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
+    assert lines[2].startswith("> **WARNING: 15% of the base outputs (100% of those still thinking) stopped at the token limit")
+    assert lines[3] == "" and lines[4].startswith(
+        "> **WARNING: 25% of the fine-tuned outputs wrote the same passage three times in a row and were stopped there (stop reason 'loop')"
+    )
+    assert "--temperature 0.6" in lines[4] and lines[6] == "| measure | base | fine-tuned | what it means |"
+    assert "| q4 | B. no <really> | ✓ B (ended by itself) | ✓ B (stopped repeating itself) |" in lines
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count("<p class=warning>WARNING: ") == 2

@@ -2,6 +2,7 @@
 the two-pass thinking budget's cut, checked on scripted first-pass outputs with the real tokenizer.
 Nothing here claims vLLM runs: it is not installed on the machines that build thinktune."""
 
+import doctest
 import importlib.util
 
 import pytest
@@ -71,3 +72,10 @@ def test_two_pass_budget_cuts_at_the_word_boundary_and_answers_in_what_is_left(r
     assert rows[2] == {"text": "Done", "tokens": 1, "stop": "eos", "forced_close": None}
     kept = [len(tokenize(r1_tokenizer, closed)), len(tokenize(r1_tokenizer, "The patient has pheochromocytoma" + FORCED_CLOSE))]
     assert len(follow) == 2 and rest_max == [40 - k for k in kept]
+
+
+def test_outputs_are_cut_where_the_engine_would_stop_a_loop():
+    result = doctest.testmod(vllm_backend)
+    assert result.attempted >= 1 and result.failed == 0
+    varied = list(range(300, 400))
+    assert vllm_backend.cut_loop(varied + [9] * 200, "max_new_tokens") == (varied + [9] * 100, "loop")  # the first check at a multiple of 8 after 96 repeats

@@ -104,7 +104,7 @@ def eval_sentence(summary: dict, out: Path) -> str:
     text = (
         f"{summary['bench']}: accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['items']}, 95% interval {lo:.1%}-{hi:.1%}); "
         f"unparsed {summary['unparsed_rate']:.1%}; ambiguous {summary['ambiguous_rate']:.1%}; closed </think> {summary['closed_think_rate']:.1%}; "
-        f"stopped on eos {summary['eos_rate']:.1%}; {summary['generation_tokens_per_second']} tokens/s. "
+        f"stopped on eos {summary['eos_rate']:.1%}; in a loop {summary.get('loop_rate', 0.0):.1%}; {summary['generation_tokens_per_second']} tokens/s. "
         f"Written: {out / 'predictions.jsonl'}, {out / 'summary.json'}."
     )
     if summary.get("sweep"):

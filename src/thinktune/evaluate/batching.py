@@ -26,6 +26,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .budget import ThinkBudget
+from .loop import looping
 
 
 def fit_slots(model, want: int, columns: int) -> int:
@@ -105,6 +106,53 @@ def grouped_attention(device: str):
             os.environ.pop(GQA_SWITCH, None)
         else:
             os.environ[GQA_SWITCH] = before
+
+
+# On a CPU without native bf16, generation runs in fp32 and a decode step is mostly matrix products
+# of a few rows against every weight. oneDNN with the weight reordered once into its blocked layout
+# runs those at about twice the speed of the MKL call `nn.Linear` makes (measured on a 2-core AVX2
+# CPU, 32 rows: 1536x576 weight 0.46 ms against 1.09, the 49152x576 output layer 20.9 ms against
+# 51.9); it is what `torch.compile`'s freezing pass does to linear layers, without the compile.
+# Results agree to fp32 rounding, not to the bit.
+def _can_pack(model) -> bool:
+    from ..model import pick_precision
+
+    first = next(model.parameters())
+    return (
+        first.device.type == "cpu"
+        and first.dtype == torch.float32
+        and pick_precision("auto", "cpu") == "fp32"  # bf16 autocast would no longer apply to the packed layers
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+@contextmanager
+def packed_linears(model, rows: int):
+    """For the duration of a run, every fp32 linear layer on a CPU computes from a copy of its
+    weight packed for oneDNN (`rows`: the usual number of rows, a layout hint). Elsewhere a no-op."""
+    if not _can_pack(model):
+        yield
+        return
+    patched = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
+            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
+            bias = None if module.bias is None else module.bias.detach()
+            module.forward = _packed_forward(packed, bias)  # an instance attribute: deleted below, the class's forward returns
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+    return forward
 
 
 @dataclass
@@ -203,7 +251,7 @@ class Slots:
 
 class Engine:
     """Runs rows through a model with continuous batching: `run(rows, done)` calls `done(row)` as
-    each row ends (its `stop` set to "eos" or "max_new_tokens") and `on_token(row, token)`, if
+    each row ends (its `stop` one of decoding.STOPS) and `on_token(row, token)`, if
     given, for every token (chat streams with it). Greedy or sampled as `dec` says; sampling uses
     transformers' own temperature and top-p warpers, on this engine's own seeded generator."""
 
@@ -225,7 +273,7 @@ class Engine:
         width = max(len(r.prompt) for r in rows)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         slots = Slots(min(self.dec.batch_size, len(rows)), width, self.dec.max_new_tokens, vocab, self.device)
-        with inference_autocast(self.device.type), grouped_attention(self.device.type):
+        with inference_autocast(self.device.type), grouped_attention(self.device.type), packed_linears(self.model, slots.slots):
             while waiting or slots.rows:
                 while waiting and len(slots.rows) < slots.slots:
                     self._join(slots, len(slots.rows), waiting.pop(), done)
@@ -294,3 +342,5 @@ class Engine:
             self.on_token(row, token)
         if len(row.out) >= self.dec.max_new_tokens:
             row.stop = "max_new_tokens"
+        elif self.dec.stop_loops and looping(row.out):
+            row.stop = "loop"

@@ -9,7 +9,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..data.render import THINK_OPEN
+from ..data.render import opens_think
 from ..decoding import Decoding
 from ..errors import UserError
 from .batching import Engine, Row, fit_slots, supported
@@ -18,8 +18,9 @@ from .vllm_backend import VllmModel
 
 
 def opened(tokenizer, prompt: list[int]) -> bool:
-    """The prompt ends inside `<think>` (the R1 template opens it for the model)."""
-    return tokenizer.decode(prompt[-8:], skip_special_tokens=False).rstrip().endswith(THINK_OPEN)
+    """The prompt ends inside `<think>` (the R1 template opens it for the model); its last tokens
+    decoded are enough."""
+    return opens_think(tokenizer.decode(prompt[-8:], skip_special_tokens=False))
 
 
 def result(tokenizer, row: Row) -> dict:

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from ..atomic import write_text
+from ..decoding import STOPS
 
 
 def _png(fig) -> bytes:
@@ -21,7 +22,6 @@ def _png(fig) -> bytes:
 
 
 SIDES = (("base", "base"), ("tuned", "fine-tuned"))  # summary key, what a reader sees
-STOPS = (("eos", "ended by itself"), ("max_new_tokens", "cut by the token limit"))
 
 
 def plots(summary: dict, base_preds: list[dict], tuned_preds: list[dict], records: list[dict]) -> dict[str, bytes]:
@@ -46,7 +46,7 @@ def plots(summary: dict, base_preds: list[dict], tuned_preds: list[dict], record
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     bottom = [0.0, 0.0]
-    for (stop, label), color in zip(STOPS, ("#4a9a4a", "#cc3333")):
+    for (stop, label), color in zip(STOPS.items(), ("#4a9a4a", "#e69900", "#cc3333")):
         shares = [sum(p["stop"] == stop for p in preds[k]) / max(1, len(preds[k])) for k, _ in SIDES]
         ax.bar(labels, shares, bottom=bottom, label=label, color=color)
         bottom = [b + x for b, x in zip(bottom, shares)]
@@ -107,6 +107,12 @@ def rows(summary: dict) -> list[tuple[str, str, str, str]]:
             _pct(t.get("limit_rate", 0.0)),
             "Outputs stopped at --max-new-tokens before they ended; one cut off before its answer counts as wrong.",
         ),
+        (
+            "stopped repeating itself",
+            _pct(b.get("loop_rate", 0.0)),
+            _pct(t.get("loop_rate", 0.0)),
+            "Outputs stopped because they wrote the same passage three times in a row (--no-stop-loops lets them run on).",
+        ),
         ("closed </think>", _pct(b["closed_think_rate"]), _pct(t["closed_think_rate"]), "Outputs that finished their thinking section."),
         ("stopped on eos", _pct(b["eos_rate"]), _pct(t["eos_rate"]), "Outputs that ended by themselves before the token limit."),
         (
@@ -163,7 +169,7 @@ def write_reports(summary: dict, base_preds: list[dict], tuned_preds: list[dict]
 def _mark(p: dict) -> str:
     """One side of one item: ✓ or ✗, what was read as its answer, and why the output stopped."""
     answer = p["extracted"] or ("names several options" if p["how"] == "ambiguous" else "no answer found")
-    return f"{'✓' if p['correct'] else '✗'} {answer} ({'ended' if p['stop'] == 'eos' else 'cut by the token limit'})"
+    return f"{'✓' if p['correct'] else '✗'} {answer} ({STOPS[p['stop']]})"
 
 
 def _fold(text: str) -> str:
@@ -176,7 +182,7 @@ def _fold(text: str) -> str:
 def _markdown(summary: dict, images: dict, warning: str | None, items: list[tuple[dict, dict]]) -> str:
     lines = [f"# {summary['model']} + {summary['adapter']} on {summary['bench']}", ""]
     if warning:
-        lines += [f"> **{warning}**", ""]
+        lines += [line for w in warning.split("\n\n") for line in (f"> **{w}**", "")]
     lines += ["| measure | base | fine-tuned | what it means |", "|---|---|---|---|"]
     lines += [f"| {m} | {b} | {t} | {w} |" for m, b, t, w in rows(summary)]
     lines += ["", paired_sentence(summary), ""]
@@ -227,7 +233,7 @@ def _html(summary: dict, images: dict, warning: str | None, items: list[tuple[di
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>thinktune compare</title><style>{style}</style></head><body>"
         f"<h1>{e(summary['model'])} + {e(summary['adapter'])} on {e(summary['bench'])}</h1>"
-        + (f"<p class=warning>{e(warning)}</p>" if warning else "")
+        + "".join(f"<p class=warning>{e(w)}</p>" for w in (warning or "").split("\n\n") if w)
         + f"<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>what it means</th></tr>{table}</table>"
         f"<p>{e(paired_sentence(summary))}</p>{imgs}"
         + (f"<h2>Items</h2><table><tr><th>item</th><th>gold answer</th><th>base</th><th>fine-tuned</th></tr>{listing}</table>{sides}" if items else "")

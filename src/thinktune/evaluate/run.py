@@ -68,6 +68,7 @@ def summarize(preds: list[dict]) -> dict:
         "unparsed_rate": sum(p["how"] == "unparsed" for p in preds) / n if n else 0.0,
         "ambiguous_rate": sum(p["how"] == "ambiguous" for p in preds) / n if n else 0.0,
         "limit_rate": sum(p["stop"] == "max_new_tokens" for p in preds) / n if n else 0.0,
+        "loop_rate": sum(p["stop"] == "loop" for p in preds) / n if n else 0.0,
         "forced_close_rate": sum(bool(p.get("forced_close")) for p in preds) / n if n else 0.0,
         "limit_thinking_rate": sum(p["stop"] == "max_new_tokens" and not p["closed_think"] for p in preds)
         / max(1, sum(p["stop"] == "max_new_tokens" for p in preds)),
@@ -85,22 +86,31 @@ LIMIT_SHARE = 0.1  # more outputs than this cut off by the token limit, and a re
 
 def limit_warning(*sides: tuple[str, dict]) -> str | None:
     """The first thing to read when more than a tenth of the outputs stopped at the token limit
-    (issue 14: "base 25% -> fine-tuned 0%" once came from a budget too small to finish thinking).
-    `sides`: (name, summary) pairs, e.g. ("", eval) or ("base", ...), ("fine-tuned", ...)."""
+    (issue 14: "base 25% -> fine-tuned 0%" once came from a budget too small to finish thinking),
+    or were stopped in a loop. `sides`: (name, summary) pairs, e.g. ("", eval) or ("base", ...),
+    ("fine-tuned", ...)."""
+    warnings = []
     cut = [(name, s) for name, s in sides if s.get("limit_rate", 0.0) > LIMIT_SHARE]
-    if not cut:
-        return None
-    parts = [
-        f"{s['limit_rate']:.0%} of the {name + ' ' if name else ''}outputs"
-        + (f" ({s['limit_thinking_rate']:.0%} of those still thinking)" if s.get("limit_thinking_rate") else "")
-        for name, s in cut
-    ]
-    limit = (cut[0][1].get("decoding") or {}).get("max_new_tokens")
-    return (
-        f"WARNING: {' and '.join(parts)} stopped at the token limit (--max-new-tokens {limit}) before they ended. An output cut off "
-        "before its answer counts as wrong, so this score measures the budget as much as the model. Raise --max-new-tokens, or set "
-        "a thinking budget (--max-thinking-tokens N, below --max-new-tokens) so that every output gets to answer."
-    )
+    if cut:
+        parts = [
+            f"{s['limit_rate']:.0%} of the {name + ' ' if name else ''}outputs"
+            + (f" ({s['limit_thinking_rate']:.0%} of those still thinking)" if s.get("limit_thinking_rate") else "")
+            for name, s in cut
+        ]
+        limit = (cut[0][1].get("decoding") or {}).get("max_new_tokens")
+        warnings.append(
+            f"WARNING: {' and '.join(parts)} stopped at the token limit (--max-new-tokens {limit}) before they ended. An output cut off "
+            "before its answer counts as wrong, so this score measures the budget as much as the model. Raise --max-new-tokens, or set "
+            "a thinking budget (--max-thinking-tokens N, below --max-new-tokens) so that every output gets to answer."
+        )
+    loops = [f"{s['loop_rate']:.0%} of the {name + ' ' if name else ''}outputs" for name, s in sides if s.get("loop_rate", 0.0) > LIMIT_SHARE]
+    if loops:
+        warnings.append(
+            f"WARNING: {' and '.join(loops)} wrote the same passage three times in a row and were stopped there (stop reason 'loop'); "
+            "one stopped before its answer counts as wrong. Greedy decoding makes small reasoning models loop: DeepSeek advises "
+            "sampling at --temperature 0.6 for R1 models, and a thinking budget (--max-thinking-tokens N) makes a looping thought answer."
+        )
+    return "\n\n".join(warnings) or None
 
 
 def run_bench(model, tokenizer, bench: str, dec: Decoding, samples: int = 1, limit=None, seed=None, ask_answer_line=False, desc="eval"):

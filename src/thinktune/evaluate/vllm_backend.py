@@ -69,6 +69,8 @@ class VllmModel:
             outs, budgets = self._generate(prompts, dec, dec.max_new_tokens, stop_think=False), [None] * len(prompts)
         else:
             outs, budgets = self._budgeted(tokenizer, prompts, dec)
+        if dec.stop_loops:  # vLLM has no such rule: cut each output where the engine's check would have stopped it
+            outs = [cut_loop(ids, stop) for ids, stop in outs]
         results = [
             {"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": len(ids), "stop": stop, "forced_close": b.forced if b else None}
             for (ids, stop), b in zip(outs, budgets)
@@ -101,12 +103,13 @@ class VllmModel:
 
     def _budgeted(self, tokenizer, prompts: list[list[int]], dec):
         """The two passes of the thinking budget (see the module docstring)."""
-        from ..data.render import THINK_CLOSE, THINK_OPEN
+        from ..data.render import THINK_CLOSE
+        from .generate import opened
 
         first = self._generate(prompts, dec, dec.max_thinking_tokens + GRACE, stop_think=True)
         budgets, kept = [], []
         for prompt, (ids, _) in zip(prompts, first):
-            b = ThinkBudget(tokenizer, dec.max_thinking_tokens, tokenizer.decode(prompt[-8:]).rstrip().endswith(THINK_OPEN))
+            b = ThinkBudget(tokenizer, dec.max_thinking_tokens, opened(tokenizer, prompt))
             out = []
             for token in ids:
                 out.append(b.choose(token))
@@ -126,3 +129,14 @@ class VllmModel:
         for i, (ids, stop) in zip(more, rest):
             outs[i] = (kept[i] + ids, stop)
         return outs, budgets
+
+
+def cut_loop(ids: list[int], stop: str) -> tuple[list[int], str]:
+    """An output cut where batching.Engine would have stopped it as a loop (loop.looping), or as it was.
+
+    >>> cut_loop([4, 5] * 100, "max_new_tokens")[0] == [4, 5] * 48, cut_loop([1, 2, 3], "eos")
+    (True, ([1, 2, 3], 'eos'))
+    """
+    from .loop import EVERY, looping
+
+    return next(((ids[:n], "loop") for n in range(EVERY, len(ids) + 1, EVERY) if looping(ids[:n])), (ids, stop))
