@@ -115,6 +115,10 @@ def test_linear_layers_are_packed_for_the_run_only_and_agree_to_fp32_rounding(mo
             packed = model(ids).logits
     assert all("forward" not in m.__dict__ for m in linears)
     torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(batching, "_available_ram", lambda: 4 * sum(m.weight.numel() * 4 for m in linears) - 1)
+    with packed_linears(model, 2):  # the packed copies would take more than a quarter of the free memory
+        assert all("forward" not in m.__dict__ for m in linears)
+    monkeypatch.undo()
     monkeypatch.setenv(CPU_BF16_SWITCH, "native")  # bf16 autocast would not reach packed layers: none are packed
     with packed_linears(model, 2):
         assert all("forward" not in m.__dict__ for m in linears)

@@ -113,17 +113,20 @@ def grouped_attention(device: str):
 # runs those at about twice the speed of the MKL call `nn.Linear` makes (measured on a 2-core AVX2
 # CPU, 32 rows: 1536x576 weight 0.46 ms against 1.09, the 49152x576 output layer 20.9 ms against
 # 51.9); it is what `torch.compile`'s freezing pass does to linear layers, without the compile.
-# Results agree to fp32 rounding, not to the bit.
+# Results agree to fp32 rounding, not to the bit. The packed copies live for the run only, and only
+# when they take at most a quarter of the free memory (fit_slots gives the cache 70% of it).
 def _can_pack(model) -> bool:
     from ..model import pick_precision
 
     first = next(model.parameters())
+    weights = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
     return (
         first.device.type == "cpu"
         and first.dtype == torch.float32
         and pick_precision("auto", "cpu") == "fp32"  # bf16 autocast would no longer apply to the packed layers
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and weights <= _available_ram() // 4
     )
 
 
@@ -139,7 +142,7 @@ def packed_linears(model, rows: int):
         if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
             packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
             bias = None if module.bias is None else module.bias.detach()
-            module.forward = _packed_forward(packed, bias)  # an instance attribute: deleted below, the class's forward returns
+            module.forward = _packed_forward(packed, bias)  # type: ignore[method-assign]  # an instance attribute: deleted below, the class's forward returns
             patched.append(module)
     try:
         yield
