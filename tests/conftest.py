@@ -133,10 +133,9 @@ def tiny_model(arch: str, vocab_size: int, seed: int = 0):
     return model.eval()
 
 
-def cycling_model(vocab_size: int, cycle: tuple[int, int, int]):
-    """A tiny Qwen2 wired by hand to loop for ever: its layers add nothing (o_proj and down_proj are
-    zero), so the next token depends on the last one only; after any ordinary token it writes
-    cycle[0], then cycle[1], cycle[2], cycle[0], ... (a loop of period 3)."""
+def bigram_model(vocab_size: int):
+    """A tiny Qwen2 whose layers add nothing (o_proj and down_proj are zero), so the next token
+    depends on the last one only: a test wires its embedding and head by hand (under no_grad)."""
     import torch
 
     model = tiny_model("qwen2", vocab_size, seed=0)
@@ -144,6 +143,16 @@ def cycling_model(vocab_size: int, cycle: tuple[int, int, int]):
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
+    return model
+
+
+def cycling_model(vocab_size: int, cycle: tuple[int, int, int]):
+    """A bigram_model wired to loop for ever: after any ordinary token it writes cycle[0], then
+    cycle[1], cycle[2], cycle[0], ... (a loop of period 3)."""
+    import torch
+
+    model = bigram_model(vocab_size)
+    with torch.no_grad():
         emb, head = model.model.embed_tokens.weight, model.lm_head.weight
         emb[:, :4], head[:, :4] = 0, 0
         emb[:, 3] = 1  # the feature of every ordinary token

@@ -6,7 +6,7 @@ model's own logits), written here independently of `model.generate`."""
 import pytest
 import torch
 
-from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_USER, cycling_model, tiny_model
+from conftest import R1_ASSISTANT, R1_BOS, R1_EOS, R1_THINK, R1_USER, bigram_model, cycling_model, tiny_model
 from thinktune.decoding import Decoding
 from thinktune.evaluate.generate import generate_all, static_batch
 from thinktune.evaluate.loop import EVERY, MIN_TOKENS, period
@@ -45,14 +45,10 @@ def random_model():
 
 @pytest.fixture(scope="module")
 def scripted_model():
-    """A tiny Qwen2 wired by hand: its layers add nothing (o_proj and down_proj are zero), so the
-    next token depends on the last one only. After ' world' it writes 'Hello', after 'Hello' it
+    """A conftest.bigram_model wired by hand: after ' world' it writes 'Hello', after 'Hello' it
     stops (eos); after any other token it writes neither 'Hello' nor ' world' nor eos."""
-    model = tiny_model("qwen2", VOCAB, seed=0)
+    model = bigram_model(VOCAB)
     with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
         emb, head = model.model.embed_tokens.weight, model.lm_head.weight
         emb[:, :3] = 0
         emb[:, 2] = 1  # a constant feature of every token
