@@ -286,7 +286,8 @@ def run_tiny(tmp_path, tiny_dir, data, name, *sets):
 
 
 # The eval tests' shared pieces: eval and compare both compare with the base model's eval.
-GEN = ["--bench", "medqa", "--limit", "20", "--max-new-tokens", "32", "--batch-size", "10", "--answer-line"]
+GEN_ITEMS = 10  # MedQA items of the shared eval fixture and of the compare test
+GEN = ["--bench", "medqa", "--limit", str(GEN_ITEMS), "--max-new-tokens", "32", "--batch-size", "10", "--answer-line"]
 
 
 @pytest.fixture(scope="session")

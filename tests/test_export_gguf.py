@@ -3,6 +3,7 @@ logits within a tolerance fitting the format; the Modelfile speaks the model's c
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,19 @@ def test_demo_model_q8_0(demo_merged, tmp_path):
     assert worst < Q8_MAX and mean < Q8_MEAN
 
 
+QWEN2_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
 def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     base = tiny_model("qwen2", 152064, seed=2)
     src = tmp_path / "qwen"
@@ -92,19 +106,20 @@ def test_tiny_qwen2_with_the_r1_tokenizer(tmp_path, r1_tokenizer):
     assert types[:151665] == real_types[:151665] and types[151666:] == real_types[151666:]
     for key, value in real.items():
         assert ours.fields[key].contents() == value, key
-    # The weights are loaded back through transformers' GGUF loader and compared on the real
-    # tokenizer's ids. The tokenizer is not loaded back: the vocabulary block is the real file's
-    # (above), and transformers' conversion of its 152k tokens takes ~1.5 minutes (the test
-    # suite's time limit); it also skips control tokens outside the byte alphabet (5.24).
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    loaded = ((AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(src)), (back, None))
-    worst, _ = _compare(src, path, "Why is the sky blue? Light scatters.\n\nRayleigh.", check_ids=False, loaded=loaded)
-    assert worst < F16_MAX
-    text = "<｜begin▁of▁sentence｜><｜User｜>Why is the sky blue?<｜Assistant｜><think>\nLight scatters.\n</think>\n\nRayleigh.<｜end▁of▁sentence｜>"
-    worst, _ = _compare(src, path, text, check_ids=False, loaded=loaded)
-    assert worst < F16_MAX
+    # The weights: every tensor in the file against the source model's, within f16 rounding, under
+    # llama.cpp's qwen2 names (the demo tests above load a file back through transformers' GGUF
+    # loader; doing that here would parse the 152k-token vocabulary twice more, ~40 s).
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    for key in base.state_dict():
+        if key.startswith("model.layers."):
+            _, _, i, *module, kind = key.split(".")
+            names[key] = f"blk.{i}.{QWEN2_NAMES['.'.join(module)]}.{kind}"
+    tensors = {t.name: t for t in ours.tensors}
+    assert sorted(tensors) == sorted(names.values())
+    for key, name in names.items():
+        want = base.state_dict()[key].numpy()
+        got = np.asarray(tensors[name].data, dtype=np.float32).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=name)
     mf = (tmp_path / "q.Modelfile").read_text()
     assert "<｜User｜>{{ .Content }}" in mf and 'PARAMETER stop "<｜end▁of▁sentence｜>"' in mf
 

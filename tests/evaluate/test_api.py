@@ -4,22 +4,23 @@ import json
 
 import pytest
 
+from conftest import GEN_ITEMS
 from thinktune.cli import main
 from thinktune.evaluate.stats import wilson_interval
 
 
 def test_eval_numbers_are_consistent(base_eval):
     preds, s = base_eval
-    assert len(preds) == s["items"] == 20
+    assert len(preds) == s["items"] == GEN_ITEMS
     assert s["correct"] == sum(p["correct"] for p in preds) == sum(p["extracted"] == p["gold"] for p in preds)
-    assert s["accuracy"] == s["correct"] / 20
-    assert s["accuracy_ci95"] == list(wilson_interval(s["correct"], 20))
-    assert s["unparsed_rate"] == sum(p["how"] == "unparsed" for p in preds) / 20
-    assert s["ambiguous_rate"] == sum(p["how"] == "ambiguous" for p in preds) / 20
-    assert s["unparsed_rate"] + s["ambiguous_rate"] == sum(p["extracted"] is None for p in preds) / 20
-    assert s["limit_rate"] == sum(p["stop"] == "max_new_tokens" for p in preds) / 20 == pytest.approx(1 - s["eos_rate"])
+    assert s["accuracy"] == s["correct"] / GEN_ITEMS
+    assert s["accuracy_ci95"] == list(wilson_interval(s["correct"], GEN_ITEMS))
+    assert s["unparsed_rate"] == sum(p["how"] == "unparsed" for p in preds) / GEN_ITEMS
+    assert s["ambiguous_rate"] == sum(p["how"] == "ambiguous" for p in preds) / GEN_ITEMS
+    assert s["unparsed_rate"] + s["ambiguous_rate"] == sum(p["extracted"] is None for p in preds) / GEN_ITEMS
+    assert s["limit_rate"] == sum(p["stop"] == "max_new_tokens" for p in preds) / GEN_ITEMS == pytest.approx(1 - s["eos_rate"])
     assert all(p["gold_text"] and p["forced_close"] is None for p in preds)
-    assert s["eos_rate"] == sum(p["stop"] == "eos" for p in preds) / 20
+    assert s["eos_rate"] == sum(p["stop"] == "eos" for p in preds) / GEN_ITEMS
     assert all(p["output_tokens"] <= 32 for p in preds)
     assert all(p["stop"] == "eos" or p["output_tokens"] == 32 for p in preds)
     assert "Please answer the following multiple-choice question:" in preds[0]["prompt"]

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import GEN
+from conftest import GEN, GEN_ITEMS
 from thinktune.cli import main
 from thinktune.evaluate.stats import mcnemar_exact
 
@@ -22,7 +22,7 @@ def test_compare_against_a_two_step_adapter(smoke_run, base_eval, tmp_path):
     c = sum(y["correct"] and not x["correct"] for x, y in zip(base, tuned))
     assert (s["paired"]["base_only"], s["paired"]["tuned_only"]) == (b, c)
     assert s["paired"]["mcnemar_p"] == mcnemar_exact(b, c)
-    assert s["tuned"]["accuracy"] == sum(p["correct"] for p in tuned) / 20
+    assert s["tuned"]["accuracy"] == sum(p["correct"] for p in tuned) / GEN_ITEMS
     # Without --questions: the run's own held-out rows, so the numbers are the run's own.
     loss = s["heldout_loss"]
     assert loss["source"] == f"held-out rows of {run_dir}" and loss["rows"] == 2
@@ -33,7 +33,7 @@ def test_compare_against_a_two_step_adapter(smoke_run, base_eval, tmp_path):
     assert 'src="http' not in html and "<link" not in html  # self-contained
     assert "McNemar" in html and "held-out loss" in html
     md = (out / "report.md").read_text()
-    assert "| accuracy [95% interval] |" in md and md.count("<details>") == 2 * 20  # every item, both sides, folded
+    assert "| accuracy [95% interval] |" in md and md.count("<details>") == 2 * GEN_ITEMS  # every item, both sides, folded
     # an output with no answer reads as such, not as Python's None (issue 11)
     assert "None" not in md.split("## Items")[1].split("### Item")[0]
     # the first result cannot mislead (issue 14): --max-new-tokens 32 cuts most outputs, and the report says so first
