@@ -322,6 +322,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def exact_generation(one_thread, fp32_generation):
+    """Tiny models on one thread (one_thread), generating in fp32 whatever the CPU (fp32_generation):
+    for the tests that pin generated tokens against a plain fp32 loop."""
+
+
+@pytest.fixture(scope="module")
 def fp32_generation():
     """Generation in fp32 whatever this CPU has (model.inference_autocast would pick bf16 on a CPU
     with native bf16): the tests that pin exact tokens against an fp32 loop (issue 11's rule)."""

@@ -15,10 +15,7 @@ from thinktune.model import CPU_BF16_SWITCH
 VOCAB = 152064
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread, fp32_generation):
-    """The tiny models of this file on one thread (conftest.one_thread), generating in fp32: their
-    tokens are pinned against a plain fp32 loop (conftest.fp32_generation)."""
+pytestmark = pytest.mark.usefixtures("exact_generation")  # tokens pinned against a plain fp32 loop (conftest)
 
 
 @pytest.fixture(scope="module")

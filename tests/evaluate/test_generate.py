@@ -32,10 +32,7 @@ def expected(model, tok, prompt, max_new_tokens):
     return {"text": tok.decode(new, skip_special_tokens=True), "tokens": len(new), "stop": stop, "forced_close": None}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread, fp32_generation):
-    """The tiny models of this file on one thread (conftest.one_thread), generating in fp32: their
-    tokens are pinned against a plain fp32 loop (conftest.fp32_generation)."""
+pytestmark = pytest.mark.usefixtures("exact_generation")  # tokens pinned against a plain fp32 loop (conftest)
 
 
 @pytest.fixture(scope="module")
