@@ -100,7 +100,8 @@ def _launch(n: int, argv: list[str]) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import GiB, dims_from, fit, format_plan
+    from .plan import GiB, dims_from, fit
+    from .plan_text import format_plan, train_command
 
     # argparse's float() takes nan, inf and 1e308, which the byte count below cannot hold; nan
     # fails every comparison, so it is refused too. 1 PiB is far above any machine's memory.
@@ -108,12 +109,18 @@ def cmd_plan(args) -> int:
         raise UserError(f"--memory must be a finite positive number of GiB, at most 1048576 (1 PiB); got {args.memory:g}.")
     if (args.max_length is not None and args.max_length < 64) or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("--max-length must be at least 64 and --batch-size at least 1.")
+    if not 0 <= args.headroom < args.memory:
+        raise UserError(f"--headroom must be at least 0 and less than --memory ({args.memory:g} GiB); got {args.headroom:g}.")
     cfg = config_mod.load(args.config, [])
+    model = args.model or cfg.model.name
+    limit = args.max_length or cfg.data.max_length  # a hard limit: no row of the plan above it
     result = fit(
-        dims_from(args.model or cfg.model.name),
+        dims_from(model),
         int(args.memory * GiB),
         args.device,
-        seq_lens=(args.max_length,) if args.max_length else (4096, 2048, 1024, 512),
+        seq_lens=(limit, *(n for n in (2048, 1024, 512) if n < limit)) if limit else (4096, 2048, 1024, 512),
+        max_len_cap=limit or 32768,
+        headroom_bytes=int(args.headroom * GiB),
         methods=(args.method,) if args.method else ("lora", "qlora"),
         batches=(args.batch_size,) if args.batch_size else (4, 2, 1),
         lora_r=cfg.lora.r,
@@ -121,7 +128,8 @@ def cmd_plan(args) -> int:
         lora_dropout=cfg.lora.dropout,
         head_on_labels=cfg.train.head_on_labels,
     )
-    print(format_plan(result))
+    command = train_command(result, model, args.config, cfg.train.batch_size * cfg.train.grad_accum, fixed_length=cfg.data.max_length is not None)
+    print(format_plan(result, command))
     return 0
 
 

@@ -137,7 +137,17 @@ def _add_plan(sub) -> None:
     pl.add_argument("--memory", type=float, default=8.0, help="Memory budget in GiB to fit into (default 8, an RTX 4060).")
     pl.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="Plan for a CUDA GPU (bf16, NF4 for QLoRA) or a CPU (fp32).")
     pl.add_argument("--method", choices=["lora", "qlora", "full"], help="Only this method (default: LoRA, then QLoRA).")
-    pl.add_argument("--max-length", type=int, help="Only this max length (default: 4096, 2048, 1024, 512, then the longest that fits).")
+    pl.add_argument(
+        "--headroom",
+        type=float,
+        default=0.5,
+        help="GiB of the budget kept free for what the estimate leaves out: a screen on the same card, the CUDA allocator's slack, other programs (default 0.5).",
+    )
+    pl.add_argument(
+        "--max-length",
+        type=int,
+        help="Longest max length the plan may choose, a hard limit; it tries this, then 2048, 1024, 512 below it (default: 4096, 2048, 1024, 512, then the longest that fits, or the config's data.max_length).",
+    )
     pl.add_argument("--batch-size", type=int, help="Only this per-device batch (default: 4, 2, 1).")
 
 

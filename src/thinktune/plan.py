@@ -1,8 +1,9 @@
 """Peak training memory from a model's config alone, and the settings that fit a budget.
 
 `estimate` adds up, in bytes, what one step of LoRA, QLoRA or full fine-tuning holds at its
-peak; `fit` finds the first settings under a budget (default 8 GiB, an RTX 4060); `format_plan`
-prints a table and a one-line recommendation. No weights are loaded.
+peak; `fit` finds the first settings under a budget (default 8 GiB, an RTX 4060);
+`plan_text.format_plan` prints a table, a one-line recommendation and the command that
+applies it. No weights are loaded.
 
 Assumptions
 - A Llama/Qwen2-style decoder (RMSNorm, RoPE, SiLU-gated MLP, GQA); no KV cache in training.
@@ -320,6 +321,11 @@ class Fit:
     longest: Estimate | None
     smallest: Estimate
     options: dict = field(default_factory=dict)
+    headroom: int = 0  # bytes of the budget kept free: the plan fits budget - headroom
+
+    @property
+    def usable(self) -> int:
+        return self.budget - self.headroom
 
 
 def fit(
@@ -331,6 +337,7 @@ def fit(
     methods=("lora", "qlora"),
     batches=(4, 2, 1),
     max_len_cap: int = 32768,
+    headroom_bytes: int = 0,
     **options,
 ) -> Fit:
     """The first setting under the budget, giving up, in this order: (1) max length, longest
@@ -338,16 +345,21 @@ def fit(
     16-bit LoRA (Dettmers et al. 2023); (2) the method, LoRA before QLoRA, as bf16 weights are
     faster than dequantised NF4; (3) gradient checkpointing, off before on, as on costs a
     third more compute; (4) the batch, 4, 2, 1: gradient accumulation keeps the effective
-    batch and long rows keep a GPU busy already. `options` go to `estimate`."""
+    batch and long rows keep a GPU busy already. `headroom_bytes` of the budget stay free (a
+    card that drives a screen, the allocator's slack); no length above `max_len_cap` is tried.
+    `options` go to `estimate`."""
     methods = [m for m in methods if not (m == "qlora" and device == "cpu")]
     if not (methods and seq_lens and batches):
         raise UserError(f"Nothing to try: give at least one method ({'lora or full' if device == 'cpu' else 'lora, qlora or full'}), max length and batch.")
+    if any(n > max_len_cap for n in seq_lens):
+        raise UserError(f"No max length to try above the cap of {max_len_cap}: {', '.join(str(n) for n in seq_lens if n > max_len_cap)}.")
+    usable = budget_bytes - headroom_bytes
     order = itertools.product(sorted(seq_lens, reverse=True), methods, (False, True), sorted(batches, reverse=True))
     for seq_len, method, checkpointing, batch in order:  # the preference order above, one setting at a time
         tried = estimate(dims, method, seq_len, batch, checkpointing=checkpointing, device=device, **options)
-        if tried.total <= budget_bytes:
-            return Fit(dims, budget_bytes, device, tried, _longest(dims, tried, budget_bytes, max_len_cap, options), tried, options)
-    return Fit(dims, budget_bytes, device, None, None, tried, options)
+        if tried.total <= usable:
+            return Fit(dims, budget_bytes, device, tried, _longest(dims, tried, usable, max_len_cap, options), tried, options, headroom_bytes)
+    return Fit(dims, budget_bytes, device, None, None, tried, options, headroom_bytes)
 
 
 def _longest(dims: ModelDims, e: Estimate, budget: int, cap: int, options: dict) -> Estimate:
@@ -357,6 +369,8 @@ def _longest(dims: ModelDims, e: Estimate, budget: int, cap: int, options: dict)
     def at(units: int) -> Estimate:
         return estimate(dims, e.method, units * 64, e.batch, checkpointing=e.checkpointing, device=e.device, **options)
 
+    if cap // 64 * 64 <= e.seq_len:  # no multiple of 64 above e's length under the cap
+        return e
     lo = max(1, e.seq_len // 64)  # lo * 64 fits, as e does
     hi = max(lo, cap // 64)
     if at(hi).total <= budget:
@@ -365,57 +379,6 @@ def _longest(dims: ModelDims, e: Estimate, budget: int, cap: int, options: dict)
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if at(mid).total <= budget else (lo, mid)
     return at(lo) if lo * 64 >= e.seq_len else e
-
-
-NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tune"}
-BRIEF = [
-    "bf16 on CUDA, fp32 on CPU; QLoRA = NF4 with double quantisation, the rest bf16",
-    "16 bytes per trained parameter: fp32 weight, gradient and AdamW moments",
-    "fused attention (no seq x seq scores); batches above 1 are padded and masked",
-    "logits: thinktune's head on labelled positions, in chunks (else all fp32 logits)",
-    "overhead: CUDA context 0.5 GiB + 10% fragmentation; on CPU the measured process baseline",
-]
-
-
-def format_plan(f: Fit) -> str:
-    """Each method with and without checkpointing at the chosen batch and length, the chosen
-    setting at its longest length, a one-line recommendation and the assumptions in brief."""
-    ref = f.chosen or f.smallest
-    rows = [
-        estimate(f.dims, m, ref.seq_len, ref.batch, checkpointing=c, device=f.device, **f.options)
-        for m in METHODS
-        if not (m == "qlora" and f.device == "cpu")
-        for c in (False, True)
-    ]
-    if f.longest is not None and f.longest.seq_len != ref.seq_len:
-        rows.append(f.longest)
-    plan, gb = f.longest or f.chosen, f"{f.budget / GiB:g} GB"
-    head = (
-        f"{'method':<15}{'batch':>6}{'ckpt':>6}{'length':>8}{'weights':>9}{'adapter+opt':>13}{'activations':>13}{'logits':>8}{'overhead':>10}{'total':>8}  fits"
-    )
-    lines = [
-        f"Memory plan: {f.dims.name} ({f.dims.params / 1e9:.2f}B parameters) on {f.device}, budget {f.budget / GiB:.2f} GiB",
-        "Peak memory of one training step, by part, in GiB:",
-        "",
-        head,
-        "-" * len(head),
-    ]
-    for e in rows:
-        parts = (e.weights, e.adapter_and_optimizer, e.activations, e.logits, e.overhead, e.total)
-        nums = "".join(f"{p / GiB:>{w}.2f}" for p, w in zip(parts, (9, 13, 13, 8, 10, 8)))
-        fits = ("yes  <- plan" if e == plan else "yes") if e.total <= f.budget else "no"
-        lines.append(f"{NAMES[e.method]:<15}{e.batch:>6}{'on' if e.checkpointing else 'off':>6}{e.seq_len:>8}{nums}  {fits}")
-    if plan is None:
-        s = f.smallest
-        lines.append(
-            f"\n{f.dims.name} does not fit in {gb} even with {NAMES[s.method]}, batch {s.batch}, gradient checkpointing at max length {s.seq_len}: that needs {s.total / GiB:.2f} GiB."
-        )
-    else:
-        ckpt = "gradient checkpointing" if plan.checkpointing else "no gradient checkpointing"
-        lines.append(
-            f"\n{f.dims.name} on {gb}: {NAMES[plan.method]}, batch {plan.batch}, {ckpt}, max length {plan.seq_len} ({plan.total / GiB:.2f} of {f.budget / GiB:.2f} GiB)"
-        )
-    return "\n".join(lines + ["", "Assumptions (all of them: the docstring of thinktune.plan):"] + [f"- {b}" for b in BRIEF])
 
 
 def available_ram() -> float:
