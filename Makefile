@@ -20,7 +20,7 @@ demo: setup
 	$(VENV)/bin/thinktune demo
 
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -rs --durations=25
 
 # ruff's lint and format check, then mypy over the package (pyproject's [tool.ruff], [tool.mypy]); clean on main
 lint: setup

@@ -251,15 +251,12 @@ def tiny_qwen2_dir(tmp_path_factory, r1_tokenizer_dir):
     return folder
 
 
-def run_tiny(tmp_path, tiny_dir, data, name, *sets):
-    """A 2-step run of a tiny model on 14 rows of `data` cut to 80 tokens, in fp32 unless `sets`
-    say otherwise; returns its summary and adapter tensors."""
-    from safetensors.torch import load_file
-
+def tiny_config(tmp_path, tiny_dir, data, name, *sets):
+    """The config of a 2-step run of a tiny model on 14 rows of `data` cut to 80 tokens, in fp32
+    unless `sets` say otherwise, into tmp_path / name."""
     from thinktune import config
-    from thinktune.sft import train
 
-    cfg = config.load(
+    return config.load(
         None,
         [
             f"model.name={tiny_dir}",
@@ -281,7 +278,15 @@ def run_tiny(tmp_path, tiny_dir, data, name, *sets):
             *sets,
         ],
     )
-    summary = train(cfg).summary
+
+
+def run_tiny(tmp_path, tiny_dir, data, name, *sets):
+    """tiny_config's run; returns its summary and adapter tensors."""
+    from safetensors.torch import load_file
+
+    from thinktune.sft import train
+
+    summary = train(tiny_config(tmp_path, tiny_dir, data, name, *sets)).summary
     return summary, load_file(tmp_path / name / "adapter_model.safetensors")
 
 

@@ -85,6 +85,13 @@ def test_card_names_the_base_model_the_lora_settings_and_the_losses():
     assert "## Warnings" not in card and "[More Information Needed]" not in card
 
 
+def test_card_names_the_lora_variants():
+    card = model_card(cfg_with("lora.use_rslora=true", "lora.init=pissa", "lora.loraplus_lr_ratio=16"), summary(), "runs/med").splitlines()
+    want = "| LoRA | r=8, alpha=16, dropout=0.1, on q_proj, k_proj, v_proj; rsLoRA, PiSSA start, saved as a plain LoRA of rank 2r, LoRA+ (B at 16x lr) |"
+    assert want in card
+    assert "DoRA" in "\n".join(model_card(cfg_with("lora.use_dora=true"), summary(), "runs/med").splitlines())
+
+
 def test_loading_code_and_commands_use_the_run_folder():
     card = model_card(cfg_with(), summary(), "runs/med")
     code = card.split("```python\n")[1].split("```")[0]

@@ -38,10 +38,11 @@ def test_every_key_is_commented_and_quotes_its_default(path):
         m = LINE.match(line)
         assert m, f"{path.name}: setting without a comment: {line!r}"
         key, _, comment = m.groups()
-        quoted = re.search(r"\(default ([^)]*)\)\s*$", comment)
+        quoted = re.search(r"\((?:default|默认) ([^)]*)\)\s*$", comment)  # 默认: the Chinese recipe's "default"
         assert quoted, f"{path.name}: comment of {section}.{key} does not quote its default"
         assert yaml.safe_load(quoted.group(1)) == defaults[section][key], f"{section}.{key}"
-        assert len(comment) > 30, f"{section}.{key}: the comment should explain the knob"
+        cjk = re.search(r"[\u4e00-\u9fff]", comment)  # a Chinese sentence says as much in half the characters
+        assert len(comment) > (15 if cjk else 30), f"{section}.{key}: the comment should explain the knob"
         checked += 1
     assert checked >= 5
     config.load(path)  # and the file itself loads
@@ -53,6 +54,22 @@ def test_reference_recipe_equals_the_defaults():
     # every setting appears in the reference file
     keys = {f"{s}.{k}" for s, v in yaml.safe_load((ROOT / "examples" / "medical_r1.yaml").read_text()).items() for k in v}
     assert keys == {name for name, _, _ in config.knobs()}
+
+
+def test_the_chinese_recipe_keeps_in_step_with_the_english_one():
+    """examples/medical_r1_zh.yaml: the same keys and values as medical_r1.yaml except the data's
+    language (hub_config zh) and its own run folder; every comment in Chinese."""
+    en = yaml.safe_load((ROOT / "examples" / "medical_r1.yaml").read_text())
+    zh_text = (ROOT / "examples" / "medical_r1_zh.yaml").read_text(encoding="utf-8")
+    zh = yaml.safe_load(zh_text)
+    flat = lambda d: {f"{s}.{k}": v for s, kv in d.items() for k, v in kv.items()}  # noqa: E731
+    en_flat, zh_flat = flat(en), flat(zh)
+    assert en_flat.keys() == zh_flat.keys()
+    assert {k for k in en_flat if en_flat[k] != zh_flat[k]} == {"data.hub_config", "train.output_dir"}
+    assert (zh_flat["data.hub_config"], zh_flat["train.output_dir"]) == ("zh", "runs/medical_r1_zh")
+    comments = [line.split("#", 1)[1] for line in zh_text.splitlines() if line.startswith("  ") and "#" in line]  # each setting's
+    assert len(comments) == len(zh_flat) and all(re.search(r"[\u4e00-\u9fff]", c) for c in comments)
+    assert config.load(ROOT / "examples" / "medical_r1_zh.yaml").data.hub_config == "zh"
 
 
 def test_tutorial_recipe_is_the_default():

@@ -1,7 +1,10 @@
 """Model loading: device and precision choice, aliases, and the GGUF -> safetensors cache."""
 
+import json
+
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from conftest import tiny_model
 from thinktune.config import LoraConfig
@@ -156,3 +159,83 @@ def test_generation_takes_bf16_only_where_auto_does_with_bf16_tolerance(monkeypa
             again = model(ids).logits
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), fp32, atol=3e-2, rtol=3e-2) and not torch.equal(half.float(), fp32)
     assert torch.equal(again, fp32)
+
+
+# Issue 15: the LoRA variants PEFT has natively, each a knob of lora.*.
+VARIANTS = {
+    "dora": ("lora.use_dora=true",),
+    "rslora": ("lora.use_rslora=true", "lora.r=4", "lora.alpha=8"),
+    "pissa": ("lora.init=pissa",),
+    "loraplus": ("lora.loraplus_lr_ratio=16",),
+}
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model.eval()(torch.tensor([ids])).logits
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_lora_variant_trains_saves_reloads_and_merges(tmp_path, tiny_qwen2_dir, short_sample, variant):
+    """It reaches PEFT, it trains, the saved adapter on a fresh copy of the original base gives
+    the trained model's logits, and the merged folder gives them too."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import tiny_config
+    from thinktune.export import merge
+    from thinktune.sft import train
+
+    lrs = []
+
+    class GroupRates(TrainerCallback):  # the optimizer's rate per parameter group, at each step
+        def on_step_end(self, args, state, control, optimizer=None, **kw):
+            lrs.append([(g["lr"], [p.shape for p in g["params"]]) for g in optimizer.param_groups if g["params"]])
+
+    result = train(tiny_config(tmp_path, tiny_qwen2_dir, short_sample, variant, *VARIANTS[variant]), callbacks=[GroupRates()])
+    run_dir = tmp_path / variant
+    layer = result.model.base_model.model.model.layers[0].self_attn.q_proj
+    saved = json.loads((run_dir / "adapter_config.json").read_text())
+    if variant == "dora":
+        assert saved["use_dora"] and layer.lora_magnitude_vector["default"].weight.shape == (layer.out_features,)
+    if variant == "rslora":
+        assert saved["use_rslora"] and layer.scaling["default"] == pytest.approx(8 / 4**0.5)  # alpha / sqrt(r), not 8 / 4
+    if variant == "pissa":  # saved as a plain LoRA of rank 2r for the original weights
+        assert (saved["r"], saved["lora_alpha"], saved["init_lora_weights"]) == (32, 64, True)
+        assert not (run_dir / "checkpoints").exists()  # nor its start, kept there while training
+    if variant == "loraplus":  # A matrices at lr, B matrices at 16 x lr, at every step
+        for (lr_a, shapes_a), (lr_b, shapes_b) in (step[:2] for step in lrs):
+            assert lr_b == pytest.approx(16 * lr_a) and shapes_a[0][0] == 16 and shapes_b[0][1] == 16  # A: r x in, B: out x r
+    else:
+        assert all(len({lr for lr, _ in step}) == 1 for step in lrs)
+    ids = result.tokenizer("Fever and neck stiffness: what next? 12 3", add_special_tokens=False)["input_ids"]
+    trained = _logits(result.model, ids)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir, dtype=torch.float32)
+    assert (_logits(base, ids) - trained).abs().max() > 1e-3  # training moved it
+    reloaded = PeftModel.from_pretrained(base, run_dir)
+    torch.testing.assert_close(_logits(reloaded, ids), trained, atol=1e-5, rtol=1e-4)
+    merged = AutoModelForCausalLM.from_pretrained(merge(run_dir, tmp_path / "merged", dtype="fp32"), dtype=torch.float32)
+    torch.testing.assert_close(_logits(merged, ids), trained, atol=1e-4, rtol=1e-4)
+    if variant == "dora":  # the one that merges more than B @ A: the GGUF from the run folder holds the same weights (26 s)
+        import gguf
+        import numpy as np
+
+        from thinktune.export import export_gguf
+
+        tensors = {t.name: t for t in gguf.GGUFReader(export_gguf(run_dir, tmp_path / "v.gguf", "f16")).tensors}
+        for key, name in (("q_proj", "attn_q"), ("v_proj", "attn_v")):
+            want = getattr(merged.model.layers[1].self_attn, key).weight.detach().numpy()
+            got = np.asarray(tensors[f"blk.1.{name}.weight"].data, dtype=np.float32).reshape(want.shape)
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_pissa_refuses_dora_and_4bit():
+    from thinktune.config import load
+    from thinktune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lora.init=pissa cannot be combined with lora.use_dora"):
+        load(None, ["lora.init=pissa", "lora.use_dora=true"])
+    with pytest.raises(ConfigError, match="lora.init=pissa cannot be combined with model.load_in_4bit"):
+        load(None, ["lora.init=pissa", "model.load_in_4bit=true"])
+    with pytest.raises(ConfigError, match="loraplus_lr_ratio' must be at least 1"):
+        load(None, ["lora.loraplus_lr_ratio=0.5"])

@@ -135,3 +135,30 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
         assert rows_loss(model, tok, rows, precision, per_pass)["loss"] == pytest.approx(s["eval_loss_end"], abs=1e-5)
     # and the precision matters: measured in fp32, the bf16 run's loss is not its own
     assert abs(rows_loss(model, tok, rows, "fp32")["loss"] - rows_loss(model, tok, rows, "bf16")["loss"]) > 1e-5
+
+
+def test_tensorboard_gets_the_training_and_held_out_losses_in_the_run_folder(tmp_path, tiny_qwen2_dir, short_sample):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_tiny(tmp_path, tiny_qwen2_dir, short_sample, "tb", "train.report_to=tensorboard")
+    records = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1  # in the run folder, not under the deleted checkpoints
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    got = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in ("train/loss", "eval/loss")}
+    assert got["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in records if "loss" in r]
+    assert got["eval/loss"] == [(r["step"], pytest.approx(r["eval_loss"], rel=1e-6)) for r in records if "eval_loss" in r]
+    assert len(got["eval/loss"]) >= 2  # before training and at the end
+
+
+def test_a_tracker_that_is_not_installed_or_unknown_is_refused_before_anything_is_written(tmp_path, tiny_qwen2_dir, short_sample, capsys):
+    from thinktune.cli import main
+
+    out = tmp_path / "w"
+    argv = ["train", "--model", str(tiny_qwen2_dir), "--data", str(short_sample), "--out", str(out)]
+    assert main([*argv, "--set", "train.report_to=tensorboard,no-such-tracker"]) == 2
+    assert "train.report_to='tensorboard,no-such-tracker': give none or some of tensorboard, wandb, trackio, mlflow" in capsys.readouterr().err
+    assert main([*argv, "--set", "train.report_to=mlflow"]) == 2  # not installed here
+    assert "train.report_to=mlflow: mlflow is not installed; pip install mlflow, or set train.report_to=none." in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".w*"))

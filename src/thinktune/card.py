@@ -76,7 +76,7 @@ def _what_and_how(cfg, summary: dict) -> list[str]:
         "",
         "| setting | value |",
         "|---|---|",
-        f"| LoRA | r={lo.r}, alpha={lo.alpha}, dropout={lo.dropout}, on {', '.join(lo.target_modules)} |",
+        f"| LoRA | r={lo.r}, alpha={lo.alpha}, dropout={lo.dropout}, on {', '.join(lo.target_modules)}{variants(lo)} |",
         f"| trainable parameters | {summary['trainable_parameters']:,} of {summary['total_parameters']:,} |",
         f"| optimizer | AdamW, lr {t.lr:g} ({t.lr_scheduler} schedule, warmup ratio {t.warmup_ratio:g}), weight decay {t.weight_decay:g} |",
         f"| batch | {summary['effective_batch']} rows per update ({summary['processes']} process(es) x {t.batch_size} rows x {t.grad_accum} accumulation) |",
@@ -116,3 +116,18 @@ def _usage(cfg, run_dir: str) -> list[str]:
         "```",
         "",
     ]
+
+
+def variants(lo) -> str:
+    """The LoRA variants a run used, as the card's LoRA row names them (issue 15)."""
+    names = [
+        name
+        for name, on in (
+            ("DoRA", lo.use_dora),
+            ("rsLoRA", lo.use_rslora),
+            ("PiSSA start, saved as a plain LoRA of rank 2r", lo.init == "pissa"),
+            (f"LoRA+ (B at {lo.loraplus_lr_ratio:g}x lr)" if lo.loraplus_lr_ratio else "", lo.loraplus_lr_ratio),
+        )
+        if on
+    ]
+    return f"; {', '.join(names)}" if names else ""

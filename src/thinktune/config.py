@@ -165,6 +165,25 @@ class LoraConfig:
         ["q_proj", "v_proj"],
         "Layers that get LoRA adapters; adding k_proj, o_proj and the MLP (or 'all-linear') learns more at more memory and time.",
     )
+    use_dora: bool = knob(
+        False,
+        "DoRA: learn each weight's length apart from its direction (Liu et al. 2024); often a little better than LoRA at low rank, about a third slower per step.",
+    )
+    use_rslora: bool = knob(
+        False,
+        "rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r, so a high rank is not damped into learning less (Kalajdzievski 2023).",
+    )
+    init: str = knob(
+        "default",
+        "How the adapters start: 'default' adds nothing at first (B = 0); 'pissa' starts them from each weight's main singular "
+        "directions (Meng et al. 2024), which often learns faster; its adapter is saved as a plain LoRA of rank 2r on the original model.",
+        ("default", "pissa"),
+    )
+    loraplus_lr_ratio: Optional[float] = knob(
+        None,
+        "LoRA+: train the B matrices at this many times the learning rate of the A matrices (Hayou et al. 2024 suggest 16); null = off, one rate for both.",
+        at_least=1,
+    )
 
 
 @dataclass
@@ -225,6 +244,11 @@ class TrainConfig:
     head_on_labels: bool = knob(
         True,
         "Compute the output head and loss only at positions that have a label, in chunks: the same loss without logits for prompt and pad positions.",
+    )
+    report_to: str = knob(
+        "none",
+        "Also send the curves to experiment trackers through the Trainer's own integrations: none, or one or more of "
+        "tensorboard (event files in the run folder's tensorboard/), wandb, trackio, mlflow, comma-separated; each needs its package.",
     )
     seed: int = knob(
         42,
@@ -348,12 +372,35 @@ def _apply_section(cfg: Config, section: str, values: dict, where: str) -> None:
         setattr(target, key, _coerce(f"{section}.{key}", value, hints[key], fields[key].metadata, where))
 
 
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: its package
+
+
+def trackers(cfg: Config) -> list[str]:
+    """train.report_to as the Trainer's list: [] for none."""
+    names = [t.strip() for t in cfg.train.report_to.split(",") if t.strip()]
+    return [] if names == ["none"] else names
+
+
 def check(cfg: Config, where: str) -> Config:
     """Cross-field checks that one setting's type and range (declared on its knob) cannot express."""
     rules = [
         (
+            all(t in TRACKERS for t in trackers(cfg)),
+            f"train.report_to={cfg.train.report_to!r}: give none or some of {', '.join(TRACKERS)}, comma-separated",
+        ),
+        (
             cfg.train.rows_per_pass is None or cfg.train.batch_size % cfg.train.rows_per_pass == 0,
             "train.rows_per_pass must divide train.batch_size (or be null)",
+        ),
+        (
+            not (cfg.lora.init == "pissa" and cfg.lora.use_dora),
+            "lora.init=pissa cannot be combined with lora.use_dora=true: PEFT turns a PiSSA adapter into a plain LoRA for the "
+            "original model by its A and B matrices alone, and DoRA's learned lengths have no such form",
+        ),
+        (
+            not (cfg.lora.init == "pissa" and cfg.model.load_in_4bit),
+            "lora.init=pissa cannot be combined with model.load_in_4bit=true: PiSSA takes its start out of full-precision weights, "
+            "and the adapter saved for the original model would not match the 4-bit one it was trained on",
         ),
     ]
     for ok, message in rules:

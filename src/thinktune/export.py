@@ -11,7 +11,7 @@ import torch
 from .atomic import scratch_dir, temp_file, write_text
 from .errors import UserError
 from .outputs import claim, disk_full_explained, staged
-from .run import base_model_of
+from .run import base_model_of, run_config
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -49,7 +49,6 @@ def merge(run_dir: Path, out: Path, dtype: str = "bf16", overwrite: bool = False
 # llama.cpp's converter uses), for the two families we ship first: Llama and Qwen2.
 
 GGUF_TYPES = ("f16", "q8_0")
-TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 
 def modelfile_path(out_file: Path) -> Path:
@@ -81,14 +80,30 @@ def export_gguf(source: Path, out_file: Path, qtype: str = "f16", overwrite: boo
         raise UserError(f"{source} is neither a thinktune run folder nor a merged model folder (no adapter_config.json or config.json).")
     claim(out_file, "file", overwrite, sources=(source,), ours=exported_gguf)
     claim(modelfile_path(out_file), "file", overwrite, ours=lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MODELFILE_MARK))
+    facts = _run_facts(source)
     if (source / "adapter_config.json").exists():
         with disk_full_explained(out_file), scratch_dir(out_file.resolve().parent, ".merge-") as merged:  # a killed export's is swept by the next
             merge(source, merged / "m", dtype="fp32")
-            return _export(merged / "m", out_file, qtype)
-    return _export(source, out_file, qtype)
+            return _export(merged / "m", out_file, qtype, facts)
+    return _export(source, out_file, qtype, facts)
 
 
-def _export(source: Path, out_file: Path, qtype: str) -> Path:
+def _run_facts(source: Path) -> dict:
+    """What the Modelfile and the GGUF's name take from a run folder (issue 15): its name, the
+    system message it trained with, its max length. A merged folder gives its name only."""
+    facts: dict[str, Any] = {"name": source.resolve().name, "system": None, "max_length": None}
+    cfg = run_config(source) if (source / "adapter_config.json").exists() else None
+    if cfg is not None:
+        facts["system"] = cfg.data.system_prompt
+    summary = source / "summary.json"
+    if summary.is_file():
+        import json
+
+        facts["max_length"] = json.loads(summary.read_text()).get("data", {}).get("max_length")
+    return facts
+
+
+def _export(source: Path, out_file: Path, qtype: str, facts: dict) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
@@ -97,9 +112,9 @@ def _export(source: Path, out_file: Path, qtype: str) -> Path:
     tmp = temp_file(out_file)
     try:
         with disk_full_explained(out_file):
-            _write_gguf(model, tokenizer, arch, qtype, tmp)
+            _write_gguf(model, tokenizer, arch, qtype, tmp, facts["name"])
             os.replace(tmp, out_file)
-            write_text(modelfile_path(out_file), modelfile(out_file.name, tokenizer))
+            write_text(modelfile_path(out_file), modelfile(out_file.name, tokenizer, facts["system"], facts["max_length"]))
     finally:
         tmp.unlink(missing_ok=True)
     return out_file
@@ -116,12 +131,12 @@ def _gguf_arch(model_type: str):
     return archs[model_type]
 
 
-def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
+def _write_gguf(model, tokenizer, arch, qtype: str, path: Path, name: str) -> None:
     import gguf
 
     c = model.config
     w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
-    w.add_name(Path(c.name_or_path or "model").name)
+    w.add_name(name)  # the run's name (general.name), not the scratch folder it was merged into
     w.add_string(MARK_KEY, "thinktune")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if qtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
@@ -136,7 +151,7 @@ def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    _add_tokenizer(w, tokenizer, c.vocab_size, arch)
+    _add_tokenizer(w, tokenizer, c.vocab_size)
     _add_tensors(w, model, arch, qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -144,13 +159,12 @@ def _write_gguf(model, tokenizer, arch, qtype: str, path: Path) -> None:
     w.close()
 
 
-def _add_tokenizer(w, tokenizer, vocab_size: int, arch) -> None:
+def _add_tokenizer(w, tokenizer, vocab_size: int) -> None:
     """Byte-level BPE vocabulary in llama.cpp's layout: tokens in id order, their types, merges."""
     import json
 
-    import gguf
-
     from .data.encode import bos_prefix
+    from .gguf_vocab import TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED, TOKEN_USER_DEFINED, pre_name
 
     n = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
@@ -162,10 +176,8 @@ def _add_tokenizer(w, tokenizer, vocab_size: int, arch) -> None:
     types += [TOKEN_UNUSED] * (vocab_size - n)
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"]["merges"]]
-    # Which split regex: Qwen2's for Qwen2; SmolLM-style (single digits) or Llama-3's for Llama.
-    pre = "qwen2" if arch == gguf.MODEL_ARCH.QWEN2 else ("smollm" if "Digits" in json.dumps(backend.get("pre_tokenizer")) else "llama-bpe")
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
+    w.add_tokenizer_pre(pre_name(tokenizer))  # the split llama.cpp must use to tokenize as training did
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
@@ -211,36 +223,63 @@ R1_OLLAMA_TEMPLATE = """{{- if .System }}{{ .System }}{{ end }}
 {{- end }}
 {{- if and $last (ne .Role "assistant") }}<｜Assistant｜>{{- end }}
 {{- end }}"""
-CHATML_OLLAMA_TEMPLATE = """{{- if .System }}<|im_start|>system
-{{ .System }}<|im_end|>
-{{ end }}
-{{- range .Messages }}<|im_start|>{{ .Role }}
+# Ollama puts the Modelfile's SYSTEM into .Messages as a system message (and into .System too):
+# ChatML writes every message by its role, so a separate .System block would say it twice.
+CHATML_OLLAMA_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-PLAIN_OLLAMA_TEMPLATE = """{{- range .Messages }}{{ if eq .Role "user" }}### Question:
-{{ .Content }}
-
-{{ else }}### Answer:
-{{ .Content }}
-
-{{ end }}{{ end }}### Answer:
-"""
 
 
-def modelfile(gguf_name: str, tokenizer) -> str:
-    """An Ollama Modelfile: the chat format in Ollama's template syntax, stop tokens, and
-    DeepSeek's sampling advice for R1 models (temperature 0.6, top-p 0.95)."""
+def plain_ollama_template() -> str:
+    """The plain format (a tokenizer without a chat template) in Ollama's syntax, from the pieces
+    render.py trains with, so the two cannot drift apart."""
+    from .data.render import PLAIN_ASSISTANT, PLAIN_GENERATION, PLAIN_SYSTEM, PLAIN_USER
+
+    c = "{{ .Content }}"
+    return (
+        f'{{{{- range .Messages }}}}{{{{ if eq .Role "system" }}}}{PLAIN_SYSTEM.format(system=c)}'
+        f'{{{{ else if eq .Role "user" }}}}{PLAIN_USER.format(content=c)}'
+        f"{{{{ else }}}}{PLAIN_ASSISTANT.format(content=c)}{{{{ end }}}}{{{{ end }}}}{PLAIN_GENERATION}"
+    )
+
+
+def template_system(tokenizer) -> str | None:
+    """The system message a ChatML template puts first when a conversation has none (SmolLM2's
+    "You are a helpful AI assistant named SmolLM, ..."): training saw it, so Ollama must say it."""
+    if "<|im_start|>" not in (tokenizer.chat_template or ""):
+        return None
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    head = "<|im_start|>system\n"
+    return text[len(head) : text.index("<|im_end|>")] if text.startswith(head) else None
+
+
+def num_ctx(max_length: int | None) -> int | None:
+    """Ollama's context: the run's longest training example plus thinktune's generation budget,
+    in whole KiB of tokens; Ollama's own default (2048) would cut R1-style thinking mid-way."""
+    from .decoding import Decoding
+
+    return None if max_length is None else -(-(max_length + Decoding().max_new_tokens) // 1024) * 1024
+
+
+def modelfile(gguf_name: str, tokenizer, system: str | None = None, max_length: int | None = None) -> str:
+    """An Ollama Modelfile: the chat format in Ollama's template syntax, the system message the
+    model was trained with, stop tokens, a context that holds a training example and an answer,
+    and DeepSeek's sampling advice for R1 models (temperature 0.6, top-p 0.95)."""
     template = tokenizer.chat_template or ""
     if "<｜User｜>" in template:
         body, stops = R1_OLLAMA_TEMPLATE, ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
     elif "<|im_start|>" in template:
         body, stops = CHATML_OLLAMA_TEMPLATE, ["<|im_start|>", "<|im_end|>"]
     else:
-        body, stops = PLAIN_OLLAMA_TEMPLATE, ["### Question:"]
+        body, stops = plain_ollama_template(), ["### Question:"]
     if tokenizer.eos_token and tokenizer.eos_token not in stops:
         stops.append(tokenizer.eos_token)
     lines = [MODELFILE_MARK, f"FROM ./{gguf_name}", f'TEMPLATE """{body}"""']
+    if (system := system or template_system(tokenizer)) is not None:
+        lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{s}"' for s in stops]
+    if (ctx := num_ctx(max_length)) is not None:
+        lines.append(f"PARAMETER num_ctx {ctx}")
     lines += ["PARAMETER temperature 0.6", "PARAMETER top_p 0.95"]
     return "\n".join(lines) + "\n"

@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
+from . import hub
 from .aliases import ALIASES, HUB_ALIASES, R1_QWEN_DISTILLS
 from .atomic import temp_dir
 from .errors import UserError
+from .gguf_vocab import pre_tokenizer, read_header
 from .weights import _check_weight_files, _fix_for, _raise_broken_json, attach_adapter
 
 
@@ -30,7 +32,9 @@ class Source:
 
 
 def resolve(name: str) -> Source:
-    """Map an alias, a .gguf file, a local folder or a hub id to a Source."""
+    """Map an alias, a .gguf file, a local folder, a `modelscope:` id or a hub id to a Source."""
+    if (ms := hub.modelscope_id(name)) is not None:
+        return Source(name, str(hub.modelscope_download(ms)))
     if name.lower() in HUB_ALIASES:
         return Source(name, HUB_ALIASES[name.lower()])
     if name in ALIASES:
@@ -232,7 +236,8 @@ def _gguf_cache(source: Source) -> Path:
     assert source.gguf_file is not None
     gguf_path = Path(source.path) / source.gguf_file
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    # v2: the tokenizer splits as the file's tokenizer.ggml.pre says (issue 15); older folders lack it
+    key = hashlib.sha256(f"v2:{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
     if (folder / "config.json").exists():
         return folder
@@ -241,6 +246,10 @@ def _gguf_cache(source: Source) -> Path:
     # stderr: stdout may be a stream of JSON events (`thinktune train --events json`)
     print(f"Converting {gguf_path.name} once to a safetensors folder in {folder} (later runs load it directly) ...", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    # transformers 5.24 knows no "smollm" (SmolLM2's digit-by-digit split) and falls back to GPT-2's
+    # split: the split llama.cpp uses for the file is the one the model learned (issue 15).
+    if (split := pre_tokenizer(read_header(gguf_path).get("tokenizer.ggml.pre", ""))) is not None:
+        tok.backend_tokenizer.pre_tokenizer = split
     model: Any = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
     model.hf_quantizer = None
     model.is_quantized = False
@@ -268,6 +277,9 @@ def align_special_tokens(model, tokenizer) -> None:
         logging.set_verbosity(level)
 
 
+PISSA = "pissa_niter_16"
+
+
 def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
     """Wrap the model with fresh LoRA adapters; returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
@@ -287,6 +299,11 @@ def add_lora(model, lora_cfg, gradient_checkpointing: bool = False):
         bias=lora_cfg.bias,
         target_modules=target,
         task_type="CAUSAL_LM",
+        use_dora=lora_cfg.use_dora,
+        use_rslora=lora_cfg.use_rslora,
+        # PiSSA by fast randomized SVD (16 iterations, as LLaMA-Factory): a full SVD of each weight
+        # takes minutes on a 7B model; seeded by train.seed, so a resumed run starts the same.
+        init_lora_weights=PISSA if lora_cfg.init == "pissa" else True,  # type: ignore[arg-type]  # peft types the pattern, not its instances
     )
     if getattr(model, "is_loaded_in_4bit", False):
         from peft import prepare_model_for_kbit_training

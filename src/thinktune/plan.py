@@ -127,6 +127,8 @@ def dims_from(name_or_path: str) -> ModelDims:
         return _read_config(p, p.parent.name)
     if (dims := known(name_or_path)) is not None:
         return dims
+    if (ms := hub.modelscope_id(name_or_path)) is not None:
+        return _read_config(hub.modelscope_download(ms, allow=["config.json"]) / "config.json", ms.split("/")[-1])
     if p.exists() or name_or_path.count("/") != 1:
         raise _unknown(name_or_path, "it is neither a folder with a config.json, a config.json, a known name nor a hub id")
     return _read_config(Path(_hub_config(name_or_path)), name_or_path.split("/")[1])

@@ -8,6 +8,7 @@ events it passes on (events.py). The labels are made in `data.encode.encode_exam
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import resource
 import time
@@ -45,6 +46,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
     """Fine-tune a model with LoRA. `config`: a Config or a YAML path; `rows`: data rows instead
     of data.path; `on_event`: called with every progress event; `callbacks`: more Trainer callbacks."""
     cfg = config_mod.load(config) if isinstance(config, (str, Path)) else config
+    require_trackers(cfg)
     with Run(cfg, "sft", resume, on_event) as run:  # device and precision picked, run folder made (or reopened)
         device, precision = run.device, run.precision
         run.say(f"Device: {device} ({precision}); {run.state.num_processes} process(es).")
@@ -69,6 +71,10 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
         if checkpointing is None:
             checkpointing = plan_says_tight(cfg, model, device, data.report.max_length, run)
         model = add_lora(model, cfg.lora, checkpointing)
+        pissa_init = None
+        if cfg.lora.init == "pissa":  # its start, which the final save subtracts (ThinktuneTrainer.save_model)
+            pissa_init = str(run.checkpoints / "pissa-init")  # removed with the checkpoints
+            model.save_pretrained(pissa_init, is_main_process=run.main)
         trainable, total = trainable_parameters(model)
         run.say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).")
         run.check_space(tokenizer, trainable, len(data.train))
@@ -79,6 +85,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
             run.say(note, "note")
         per_pass = rows_per_pass(cfg, device)
         pad = tokenizer.pad_token_id
+        heldout = HeldoutEval(run, data.val, Collator(pad), cfg.train.eval_steps, per_pass)
         trainer = ThinktuneTrainer(
             model=model,
             args=training_arguments(cfg, device, precision, run.checkpoints, loss),
@@ -86,11 +93,14 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
             train_dataset=data.train,
             data_collator=PackingCollator(pad, base_model(model).config._attn_implementation) if cfg.train.packing else Collator(pad),
             processing_class=tokenizer,
-            callbacks=[HeldoutEval(run, data.val, Collator(pad), cfg.train.eval_steps, per_pass), Progress(run), *callbacks],
+            callbacks=[heldout, Progress(run), *callbacks],
             run=run,
             keep=cfg.train.save_total_limit,
             lengths=[len(e["input_ids"]) for e in data.train],
+            loraplus=cfg.lora.loraplus_lr_ratio,
+            pissa_init=pissa_init,
         )
+        report_to(trainer, cfg, run, heldout)
         run.say(effective_batch(cfg, run.state.num_processes, per_pass))
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -100,6 +110,36 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
         summary.update(trainable_parameters=trainable, total_parameters=total, gradient_checkpointing=checkpointing, loss=loss.kind)
         run.publish(trainer, tokenizer, summary, summary_text(summary, run.out))
     return Result(summary, run.out, model, tokenizer, data)
+
+
+def require_trackers(cfg) -> None:
+    """Each tracker of train.report_to needs its package: say which, before any model is loaded
+    (the Trainer would fail later, with less to go on)."""
+    missing = [t for t in config_mod.trackers(cfg) if importlib.util.find_spec(config_mod.TRACKERS[t]) is None]
+    if missing:
+        raise UserError(
+            f"train.report_to={cfg.train.report_to}: {', '.join(missing)} is not installed; pip install {' '.join(config_mod.TRACKERS[t] for t in missing)}, or set train.report_to=none."
+        )
+
+
+def report_to(trainer, cfg, run: Run, heldout: HeldoutEval) -> None:
+    """Trackers get the held-out loss too (as eval/loss), and TensorBoard writes into the run
+    folder: the Trainer's default is under its output_dir, our checkpoints, deleted at the end."""
+    from transformers.integrations import TensorBoardCallback
+
+    if not config_mod.trackers(cfg):
+        return
+
+    def report(logs: dict) -> None:
+        # The callbacks' on_log directly: Trainer.log would also clear control.should_log mid-step,
+        # and the step's training loss would then go unlogged.
+        handler = trainer.callback_handler
+        handler.call_event("on_log", trainer.args, trainer.state, trainer.control, logs=logs)
+
+    heldout.report = report
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(run.work / "tensorboard")
 
 
 def rows_per_pass(cfg, device: str) -> int:
@@ -149,7 +189,7 @@ def training_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, l
         data_seed=t.seed,
         ddp_find_unused_parameters=False,  # every LoRA weight is used; the search costs a pass
         remove_unused_columns=False,  # our collator picks the fields it needs
-        report_to=[],
+        report_to=config_mod.trackers(cfg),
         dataloader_num_workers=0,
     )
 

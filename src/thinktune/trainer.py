@@ -8,7 +8,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
@@ -32,6 +32,7 @@ class HeldoutEval(TrainerCallback):
         # rows cut to nothing labelled measure no loss: 0/0 would read 0.0 (issue 13); the data report warns
         self.val = val if any(x != IGNORE_INDEX for e in val for x in e["labels"]) else []
         self.last_step = run.start_step
+        self.report: Callable[[dict], None] | None = None  # Trainer.log, when train.report_to names trackers
 
     def measure(self, model, state) -> None:
         if not self.val or state.global_step == self.last_step:
@@ -44,6 +45,8 @@ class HeldoutEval(TrainerCallback):
             raise divergence_error(self.run.checkpoints, self.run.cfg.train.lr, state.global_step, what, state.global_step - 1, self.run.main)
         self.run.record({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "eval_loss": loss})
         self.run.emit(HeldOut(state.global_step, state.max_steps, loss))
+        if self.report is not None:
+            self.report({"eval_loss": loss})
         self.run.plot()
 
     def on_train_begin(self, args, state, control, model=None, **kw):
@@ -179,10 +182,11 @@ class ThinktuneTrainer(Trainer):
     """Trainer that computes the loss the way `loss` says, reports useful tokens/s (the rows' own
     tokens, pads excluded), seals every checkpoint it saves and keeps only the newest `keep`."""
 
-    def __init__(self, *a, loss: Loss, run=None, keep: int | None = None, lengths=None, **kw):
+    def __init__(self, *a, loss: Loss, run=None, keep: int | None = None, lengths=None, loraplus: float | None = None, pissa_init: str | None = None, **kw):
         kw["compute_loss_func"] = loss if loss.kind == "head_on_labels" else None  # the Trainer's hook for a custom loss
         super().__init__(*a, **kw)
         self.loss, self.keep, self.lengths = loss, keep, lengths
+        self.loraplus, self.pissa_init = loraplus, pissa_init
         # a resumed run (run.Run) goes on counting tokens, and vouching for checkpoints, where it stopped
         self.tokens_seen, self.positions_seen = (run.resumed_tokens if run else 0), 0
         self._loss_step = -1
@@ -259,6 +263,28 @@ class ThinktuneTrainer(Trainer):
         for group, base, factor in zip(optimizer.param_groups, base_lrs, sched.lr_lambdas):
             group["lr"] = base * factor(sched.last_epoch)  # what LambdaLR.step sets
         sched._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def create_optimizer(self, model=None):
+        """LoRA+ (lora.loraplus_lr_ratio): PEFT's optimizer with B matrices at ratio x the rate, built
+        from the optimizer class and settings the Trainer would use; the scheduler scales each group."""
+        if self.optimizer is None and self.loraplus:
+            from peft.optimizers import create_loraplus_optimizer
+
+            opt_model: Any = self.model if model is None else model  # a PeftModel: add_lora made it
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            kwargs.pop("lr", None)
+            self.optimizer = create_loraplus_optimizer(
+                opt_model, cls, lr=self.args.learning_rate, loraplus_lr_ratio=self.loraplus, loraplus_weight_decay=self.args.weight_decay, **kwargs
+            )
+        return super().create_optimizer(model)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The final adapter; a PiSSA one (lora.init=pissa) is rewritten by PEFT as a plain LoRA of
+        rank 2r for the original base, since PiSSA also changed the base weights it trained on.
+        Checkpoints (_internal_call) stay as trained: --resume rebuilds the same PiSSA start."""
+        super().save_model(output_dir, _internal_call)
+        if self.pissa_init and not _internal_call and self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, path_initial_model_for_weight_conversion=self.pissa_init)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

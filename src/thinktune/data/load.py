@@ -118,6 +118,18 @@ def _check_objects(p: Path, rows: list) -> None:
 def _read_hub(name: str, hub_config: str | None, split: str) -> list[dict]:
     import datasets
 
+    from ..hub import modelscope_download, modelscope_id
+
+    if (ms := modelscope_id(name)) is not None:
+        # The repo's files, then datasets' own reading of a local folder: its README's configs
+        # (subsets such as en/zh) and splits work as they do on the Hugging Face hub.
+        folder = modelscope_download(ms, "dataset")
+        try:
+            return datasets.load_dataset(str(folder), hub_config, split=split).to_list()
+        except Exception as e:  # noqa: BLE001 - datasets raises many types; the user needs one message
+            raise DataError(
+                f"ModelScope dataset '{ms}' (in {folder}): config {hub_config!r}, split {split!r} could not be read: {type(e).__name__}: {e}"
+            ) from None
     try:
         ds = datasets.load_dataset(name, hub_config, split=split)
     except Exception as e:  # noqa: BLE001 - the hub raises many types; the user needs one message
