@@ -372,7 +372,7 @@ def _apply_section(cfg: Config, section: str, values: dict, where: str) -> None:
         setattr(target, key, _coerce(f"{section}.{key}", value, hints[key], fields[key].metadata, where))
 
 
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: its package
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")  # each is also the name of its package
 
 
 def trackers(cfg: Config) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from .atomic import scratch_dir, temp_file, write_text
 from .errors import UserError
 from .outputs import claim, disk_full_explained, staged
-from .run import base_model_of, run_config
+from .run import base_model_of, run_config, run_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -91,16 +91,12 @@ def export_gguf(source: Path, out_file: Path, qtype: str = "f16", overwrite: boo
 def _run_facts(source: Path) -> dict:
     """What the Modelfile and the GGUF's name take from a run folder (issue 15): its name, the
     system message it trained with, its max length. A merged folder gives its name only."""
-    facts: dict[str, Any] = {"name": source.resolve().name, "system": None, "max_length": None}
-    cfg = run_config(source) if (source / "adapter_config.json").exists() else None
-    if cfg is not None:
-        facts["system"] = cfg.data.system_prompt
-    summary = source / "summary.json"
-    if summary.is_file():
-        import json
-
-        facts["max_length"] = json.loads(summary.read_text()).get("data", {}).get("max_length")
-    return facts
+    cfg = run_config(source)
+    return {
+        "name": source.resolve().name,
+        "system": cfg.data.system_prompt if cfg is not None else None,
+        "max_length": run_summary(source).get("data", {}).get("max_length"),
+    }
 
 
 def _export(source: Path, out_file: Path, qtype: str, facts: dict) -> Path:

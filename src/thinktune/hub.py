@@ -12,15 +12,20 @@ from pathlib import Path
 from .errors import UserError
 
 
+def unreachable(endpoint: str) -> bool:
+    """True when the host of `endpoint` (a URL) does not resolve."""
+    host = endpoint.split("://")[-1].split("/")[0].split(":")[0]
+    try:
+        return not socket.getaddrinfo(host, 443)
+    except OSError:
+        return True
+
+
 def offline() -> bool:
     """True when HF_HUB_OFFLINE is set or the hub's host does not resolve."""
     from huggingface_hub import constants
 
-    host = constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0]
-    try:
-        return bool(constants.HF_HUB_OFFLINE) or not socket.getaddrinfo(host, 443)
-    except OSError:
-        return True
+    return bool(constants.HF_HUB_OFFLINE) or unreachable(constants.ENDPOINT)
 
 
 # ModelScope (魔搭社区), for models and datasets, next to the Hugging Face Hub (issue 15). A prefix
@@ -40,12 +45,7 @@ def modelscope_id(name: str) -> str | None:
 def modelscope_offline() -> bool:
     """True when the ModelScope endpoint's host does not resolve: the cache is then all there is
     (modelscope itself retries for ~15 s first)."""
-    endpoint = os.environ.get("MODELSCOPE_ENDPOINT", "https://modelscope.cn")
-    host = endpoint.split("://")[-1].split("/")[0].split(":")[0]
-    try:
-        return not socket.getaddrinfo(host, 443)
-    except OSError:
-        return True
+    return unreachable(os.environ.get("MODELSCOPE_ENDPOINT", "https://modelscope.cn"))
 
 
 def modelscope_download(repo_id: str, repo_type: str = "model", allow: list[str] | None = None) -> Path:

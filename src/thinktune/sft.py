@@ -115,10 +115,10 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
 def require_trackers(cfg) -> None:
     """Each tracker of train.report_to needs its package: say which, before any model is loaded
     (the Trainer would fail later, with less to go on)."""
-    missing = [t for t in config_mod.trackers(cfg) if importlib.util.find_spec(config_mod.TRACKERS[t]) is None]
+    missing = [t for t in config_mod.trackers(cfg) if importlib.util.find_spec(t) is None]
     if missing:
         raise UserError(
-            f"train.report_to={cfg.train.report_to}: {', '.join(missing)} is not installed; pip install {' '.join(config_mod.TRACKERS[t] for t in missing)}, or set train.report_to=none."
+            f"train.report_to={cfg.train.report_to}: {', '.join(missing)} is not installed; pip install {' '.join(missing)}, or set train.report_to=none."
         )
 
 
