@@ -28,8 +28,11 @@ def test_the_names_are_the_ones_in_the_reference_headers(demo, r1_tokenizer):
 
 def test_the_demo_tokenizer_splits_digits_and_blank_lines_as_smollm2_does(demo):
     """SmolLM2's tokenizer.json: every digit alone, then GPT-2's split, which keeps a blank line
-    before a word as two newline tokens (transformers' own GGUF conversion gave '2024' whole)."""
+    before a word as two newline tokens. transformers' own GGUF conversion split ' 2024' as one
+    piece; SmolLM2's merges hold no digit pairs, so its tokens came out the same, but the piece
+    told export the wrong name (gpt-2 here, llama-bpe before)."""
     tok, _ = demo
+    assert [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(" 2024")] == ["Ġ", "2", "0", "2", "4"]
     assert tok.tokenize(" 2024") == ["Ġ", "2", "0", "2", "4"]
     assert tok.tokenize("a\n\nb") == ["a", "Ċ", "Ċ", "b"]
     llama3 = backend_from_header({**read_header(demo[1]), "tokenizer.ggml.pre": "llama-bpe"})
