@@ -7,14 +7,17 @@ session, on the same model, rows and optimizer steps (issue 4).
 Every run is a fresh subprocess (so its peak RSS is its own) of one recipe on the demo model
 (SmolLM2-135M), the first 64 English rows of ../shared/data/train/medical_o1_sft_en.json, 1 epoch,
 batch 2 x accumulation 4 (8 optimizer steps), LoRA r16/alpha32 on q,v, lr 3e-4, fp32 unless the
-row says bf16. Repeats are interleaved (all recipes once, then again) so that drift of the machine
+row says bf16 (a CPU with native bf16 runs thinktune's default in bf16). Repeats are interleaved (all recipes once, then again) so that drift of the machine
 spreads over every row. Columns:
 - useful tok/s: the rows' own (non-pad) tokens the run processed, per second of trainer.train();
 - positions/s: every position computed (pads included), per second;
 - held-out: per-token loss of the answer (reasoning + response, thinktune's chat-template
   encoding) of 16 other rows, after the run, measured the same way for every recipe;
-- MFU: 4 x (matrix parameters) x useful tokens / time, over the fp32 matrix rate measured here at
-  start (forward 2P + backward 2P per token: frozen weights get no weight gradients).
+- MFU: 4 x (matrix parameters) x useful tokens / time, over the matrix rate of the precision the
+  row used (fp32 or bf16), measured here at start (forward 2P + backward 2P per token: frozen
+  weights get no weight gradients);
+- ratios: against the tutorial (covering length) and TRL rows of the same precision, and against
+  the tutorial in fp32 as a second column (issue 18).
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ HELDOUT_ROWS = 16
 RECIPES = {
     "tutorial_512": "tutorial recipe, pad to 512 (what it does: cuts answers)",
     "tutorial_cover": "tutorial recipe, pad to cover the longest row",
-    "trl": "TRL SFTTrainer defaults (prompt/completion)",
-    "thinktune": "thinktune defaults",
+    "tutorial_cover_bf16": "tutorial recipe, covering length, bf16 mixed precision (its fp16=True on a CPU)",
+    "trl": "TRL SFTTrainer defaults (prompt/completion), bf16 off",
+    "trl_bf16": "TRL SFTTrainer, true defaults (bf16 on)",
+    "thinktune": "thinktune defaults (model.precision=auto)",
+    "tt_fp32": "thinktune, model.precision=fp32",
     "tt_batched": "thinktune, whole batches of 2 (rows_per_pass=2, causal mask only)",
     "tt_grouping_only": "thinktune, head_on_labels off",
     "tt_packing": "thinktune + packing (block-diagonal mask)",
-    "tt_bf16": "thinktune + bf16 autocast",
+    "tt_bf16": "thinktune, bf16 autocast over fp32 base weights (model.cpu_bf16_weights=false, before issue 18)",
     "bare": "the model alone: rows one by one, head on labels, AdamW, no Trainer (a ceiling)",
 }
 # The tutorial's prompt (the popular R1 medical fine-tuning script, in spirit): plain text, the
@@ -90,6 +96,9 @@ def lora_config():
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 
 
+BF16_RECIPES = ("tutorial_cover_bf16", "trl_bf16", "tt_bf16")  # skipped where bf16 is only emulated
+
+
 def common_args(out: str) -> dict:
     return dict(
         output_dir=out,
@@ -105,7 +114,7 @@ def common_args(out: str) -> dict:
     )
 
 
-def run_tutorial(train, length: int | None, out: str) -> dict:
+def run_tutorial(train, length: int | None, out: str, bf16: bool = False) -> dict:
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments, default_data_collator
@@ -116,7 +125,8 @@ def run_tutorial(train, length: int | None, out: str) -> dict:
     enc = tok(texts, padding="max_length", truncation=True, max_length=length)
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": enc["input_ids"]})
     collate = Counting(default_data_collator)
-    trainer = Trainer(model=get_peft_model(model, lora_config()), args=TrainingArguments(**common_args(out)), train_dataset=ds, data_collator=collate)
+    args = TrainingArguments(**common_args(out), bf16=bf16)
+    trainer = Trainer(model=get_peft_model(model, lora_config()), args=args, train_dataset=ds, data_collator=collate)
     start = time.perf_counter()
     result = trainer.train()
     return dict(
@@ -126,10 +136,11 @@ def run_tutorial(train, length: int | None, out: str) -> dict:
         train_loss=result.training_loss,
         model=trainer.model,
         max_length=length,
+        precision="bf16" if bf16 else "fp32",
     )
 
 
-def run_trl(train, out: str) -> dict:
+def run_trl(train, out: str, defaults: bool = False) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -144,8 +155,8 @@ def run_trl(train, out: str) -> dict:
         ]
     )
     # TRL 1.16 defaults to bf16, which a CPU without native bf16 only emulates (hours for this
-    # run): fp32 like every other row; all other settings are SFTConfig's defaults.
-    args = SFTConfig(**common_args(out), bf16=False)
+    # run): the `trl` row is fp32 like the tutorial's; `trl_bf16` keeps every SFTConfig default.
+    args = SFTConfig(**common_args(out)) if defaults else SFTConfig(**common_args(out), bf16=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config())
     trainer.data_collator = collate = Counting(trainer.data_collator)
     start = time.perf_counter()
@@ -157,6 +168,7 @@ def run_trl(train, out: str) -> dict:
         train_loss=result.training_loss,
         model=trainer.model,
         max_length=trainer.args.max_length,
+        precision="bf16" if args.bf16 else "fp32",
     )
 
 
@@ -189,6 +201,7 @@ def run_thinktune(train, sets: list[str], out: str) -> dict:
         train_loss=summary["train_loss"],
         model=model,
         max_length=data.report.max_length,
+        precision=summary["precision"],
     )
 
 
@@ -220,7 +233,9 @@ def run_bare(train, out: str) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
     wall = time.perf_counter() - start
-    return dict(wall=wall, tokens=tokens, positions=tokens, train_loss=None, model=model, max_length=max(len(e["input_ids"]) for e in examples))
+    return dict(
+        wall=wall, tokens=tokens, positions=tokens, train_loss=None, model=model, max_length=max(len(e["input_ids"]) for e in examples), precision="fp32"
+    )
 
 
 def heldout(model, rows) -> float:
@@ -250,9 +265,9 @@ def child(name: str) -> None:
     train, held = load_rows()
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as out:
         if name.startswith("tutorial"):
-            r = run_tutorial(train, 512 if name == "tutorial_512" else None, out)
-        elif name == "trl":
-            r = run_trl(train, out)
+            r = run_tutorial(train, 512 if name == "tutorial_512" else None, out, bf16=name.endswith("bf16"))
+        elif name.startswith("trl"):
+            r = run_trl(train, out, defaults=name == "trl_bf16")
         elif name == "bare":
             r = run_bare(train, out)
         else:
@@ -261,7 +276,8 @@ def child(name: str) -> None:
                 "tt_batched": ["train.rows_per_pass=2"],
                 "tt_grouping_only": ["train.head_on_labels=false"],
                 "tt_packing": ["train.packing=true"],
-                "tt_bf16": ["model.precision=bf16"],
+                "tt_bf16": ["model.precision=bf16", "model.cpu_bf16_weights=false"],
+                "tt_fp32": ["model.precision=fp32"],
             }[name]
             r = run_thinktune(train, sets, out)
         model = r.pop("model")
@@ -291,25 +307,45 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
+def useful_rate(runs: list[dict]) -> float | None:
+    return statistics.median(r["tokens"] / r["wall"] for r in runs) if runs else None
+
+
 def table(results: dict, rates: dict) -> str:
-    base = statistics.median(r["tokens"] / r["wall"] for r in results["tutorial_cover"]) if results.get("tutorial_cover") else None
-    trl = statistics.median(r["tokens"] / r["wall"] for r in results["trl"]) if results.get("trl") else None
+    """One row a recipe; ratios of medians within the row's precision, and against fp32's tutorial."""
+    ref = {
+        "tutorial": {"fp32": useful_rate(results.get("tutorial_cover", [])), "bf16": useful_rate(results.get("tutorial_cover_bf16", []))},
+        "trl": {"fp32": useful_rate(results.get("trl", [])), "bf16": useful_rate(results.get("trl_bf16", []))},
+    }
     lines = [
-        "| recipe | useful tok/s | x tutorial (cover) | x TRL | positions/s | wall s | peak RSS GB | held-out loss | MFU | max length |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | precision | useful tok/s | x tutorial (cover), same precision | x TRL, same precision | x tutorial fp32 | positions/s | wall s | peak RSS GB | held-out loss | MFU (own precision) | max length |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         if not runs:
             continue
+        precision = runs[0].get("precision", "fp32")
         useful = [r["tokens"] / r["wall"] for r in runs]
-        mfu = [4 * r["matrix_params"] * r["tokens"] / r["wall"] / (rates["float32"] * 1e9) for r in runs]
+        rate = rates["bfloat16" if precision == "bf16" else "float32"] * 1e9
+        mfu = [4 * r["matrix_params"] * r["tokens"] / r["wall"] / rate for r in runs]
         ratio = lambda ref, u=useful: f"{statistics.median(u) / ref:.2f}" if ref else "-"  # noqa: E731
         lines.append(
-            f"| {RECIPES[name]} | {spread(useful, '.1f')} | {ratio(base)} | {ratio(trl)} | {spread([r['positions'] / r['wall'] for r in runs], '.1f')} | "
+            f"| {RECIPES[name]} | {precision} | {spread(useful, '.1f')} | {ratio(ref['tutorial'][precision])} | {ratio(ref['trl'][precision])} | "
+            f"{ratio(ref['tutorial']['fp32'])} | {spread([r['positions'] / r['wall'] for r in runs], '.1f')} | "
             f"{spread([r['wall'] for r in runs], '.1f')} | {spread([r['peak_rss_gb'] for r in runs], '.2f')} | "
             f"{spread([r['heldout_loss'] for r in runs], '.4f')} | {spread([100 * m for m in mfu], '.1f')}% | {runs[0]['max_length']} |"
         )
     return "\n".join(lines)
+
+
+def machine(rates: dict) -> str:
+    """The CPU, its bf16 capability and the measured matrix rates: what every figure depends on."""
+    from thinktune.model import cpu_bf16_flags, cpu_has_native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown CPU")
+    kind = f"native bf16 ({', '.join(cpu_bf16_flags())})" if cpu_has_native_bf16() else "no native bf16 (bf16 emulated)"
+    return f"{model}, {os.cpu_count()} cores, {kind}; matrix rate fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.1f} GFLOP/s"
 
 
 def main() -> int:
@@ -334,14 +370,15 @@ def main() -> int:
         print(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}", file=sys.stderr)
         return 2
     rates = {d: matrix_rate(d) for d in ("float32", "bfloat16")}
-    print(f"Matrix rate on this machine: fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s", flush=True)
+    print("Machine: " + machine(rates), flush=True)
     from thinktune.model import cpu_has_native_bf16
 
-    if "tt_bf16" in names + once and not cpu_has_native_bf16() and not args.force_bf16:
-        names, once = [n for n in names if n != "tt_bf16"], [n for n in once if n != "tt_bf16"]
+    skip = [n for n in names + once if n in BF16_RECIPES]
+    if skip and not cpu_has_native_bf16() and not args.force_bf16:
+        names, once = [n for n in names if n not in skip], [n for n in once if n not in skip]
         print(
-            f"Skipping tt_bf16: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
-            f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs it anyway).",
+            f"Skipping {', '.join(skip)}: this CPU has no native bf16 (no AMX / AVX512-BF16), bf16 matrix products run at "
+            f"{rates['bfloat16']:.2f} GFLOP/s against {rates['float32']:.1f} in fp32 (--force-bf16 runs them anyway).",
             flush=True,
         )
     results = {n: [] for n in names + once}
@@ -369,8 +406,9 @@ def main() -> int:
 def write_results(out: Path, stamp: str, rates: dict, results: dict, done: int, total: int) -> None:
     from thinktune.atomic import write_text
 
-    head = f"fp32 {rates['float32']:.1f} GFLOP/s, bf16 {rates['bfloat16']:.2f} GFLOP/s; {done} of {total} runs\n\n"
-    write_text(out / f"train_speed-{stamp}.json", json.dumps({"rates_gflops": rates, "runs_done": done, "runs_planned": total, "results": results}, indent=2))
+    head = f"{machine(rates)}; {done} of {total} runs\n\n"
+    record = {"machine": machine(rates), "rates_gflops": rates, "runs_done": done, "runs_planned": total, "results": results}
+    write_text(out / f"train_speed-{stamp}.json", json.dumps(record, indent=2))
     write_text(out / f"train_speed-{stamp}.md", head + table(results, rates) + "\n")
 
 

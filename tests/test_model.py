@@ -239,3 +239,20 @@ def test_pissa_refuses_dora_and_4bit():
         load(None, ["lora.init=pissa", "model.load_in_4bit=true"])
     with pytest.raises(ConfigError, match="loraplus_lr_ratio' must be at least 1"):
         load(None, ["lora.loraplus_lr_ratio=0.5"])
+
+
+def test_frozen_weights_dtype_per_precision_and_device():
+    """Issue 18: bf16 frozen weights on CPU only in a bf16 run with model.cpu_bf16_weights (its default)."""
+    import doctest
+
+    from thinktune import config
+    from thinktune.model import weight_dtype
+
+    from thinktune import model as model_mod
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(weight_dtype, "weight_dtype", globs={"weight_dtype": weight_dtype, "torch": torch}, module=model_mod):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == (0, 1)  # one example, run and passed
+    assert config.ModelConfig().cpu_bf16_weights is True
+    assert weight_dtype("bf16", "cpu", False) == torch.float32 and weight_dtype("bf16", "cuda", False) == torch.bfloat16

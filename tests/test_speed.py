@@ -7,7 +7,7 @@ import doctest
 import pytest
 import torch
 
-from conftest import run_tiny, tiny_model
+from conftest import run_tiny, tiny_config, tiny_model
 from thinktune import speed
 from thinktune.data import Collator, PackingCollator
 from thinktune.data import collate as collate_mod
@@ -204,3 +204,68 @@ def test_levers_through_the_trainer_give_the_same_adapter(tmp_path, tiny_dir, sh
         tol = 5e-5
         assert max(float((adapter[k] - plain[k]).abs().max()) for k in plain) < tol, sets
     assert max(float(t.abs().max()) for k, t in plain.items() if "lora_B" in k) > 1e-3  # it did train
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])  # untied head, tied head
+def test_bf16_frozen_weights_give_the_fp32_loss_and_gradients_within_bf16_tolerance(arch):
+    """Issue 18's lever: frozen base weights stored in bf16 (model.cpu_bf16_weights) under bf16
+    autocast, LoRA weights fp32, against the same model and adapter in fp32 throughout."""
+    from thinktune.model import weight_dtype
+
+    ref = lora(tiny_model(arch, 97, seed=4))
+    half = lora(tiny_model(arch, 97, seed=4).to(weight_dtype("bf16", "cpu", cpu_bf16_weights=True)))
+    half.load_state_dict(ref.state_dict())  # the same adapter (B moved off zero), the weights rounded to bf16
+    frozen = {p.dtype for p in half.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16} and {p.dtype for p in half.parameters() if p.requires_grad} == {torch.float32}
+    batch = Collator(0)(rows(97, [23, 9, 17], seed=5))
+    n_items = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    losses = {}
+    for name, model in (("fp32", ref), ("bf16", half)):
+        loss_path, _ = choose_loss(model, head_on_labels=True, packing=False, device="cpu", distributed="NO")
+        labels = batch["labels"]
+        with autocast(name):
+            loss = loss_path(model(**loss_path.model_inputs({k: v for k, v in batch.items() if k != "labels"})), labels, n_items)
+        loss.backward()
+        losses[name] = float(loss)
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=LOSS_REL["bf16"])
+    want, got = grads(ref), grads(half)
+    assert want.keys() == got.keys() and all(g.dtype == torch.float32 for g in got.values())
+    for k in want:  # bf16 rounding of weights and activations: the gradients' third digit
+        torch.testing.assert_close(got[k], want[k], rtol=3e-2, atol=3e-4)
+
+
+def test_bf16_frozen_weights_through_the_trainer(tmp_path, tiny_dir, short_sample):
+    """The knob reaches the loaded model: its frozen weights are bf16, the adapter it saves fp32,
+    and the run's held-out loss is the fp32 run's within bf16's tolerance; in fp32 it is ignored."""
+    from thinktune.sft import train
+
+    fp32 = train(tiny_config(tmp_path, tiny_dir, short_sample, "fp32", "model.cpu_bf16_weights=true"))
+    half = train(tiny_config(tmp_path, tiny_dir, short_sample, "half", "model.precision=bf16"))
+    assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}  # fp32 run: the knob changes nothing
+    assert {p.dtype for p in half.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # the default
+    off = train(tiny_config(tmp_path, tiny_dir, short_sample, "off", "model.precision=bf16", "model.cpu_bf16_weights=false"))
+    assert {p.dtype for p in off.model.parameters()} == {torch.float32}  # switched off: fp32 weights under autocast
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(half.run_dir / "adapter_model.safetensors").values()} == {torch.float32}
+    assert half.summary["precision"] == "bf16" and half.summary["optimizer_steps"] == fp32.summary["optimizer_steps"] == 2
+    assert half.summary["eval_loss_end"] == pytest.approx(fp32.summary["eval_loss_end"], rel=LOSS_REL["bf16"])
+
+
+def test_the_head_runs_in_the_runs_half_precision_outside_autocast():
+    """accelerate gives the loss fp32 hidden states outside its autocast (issue 18): a bf16 run's
+    Loss still multiplies the head in bf16, bit for bit as under autocast, and an fp32 run's does not."""
+    model = lora(tiny_model("llama", 97, seed=6))
+    batch = Collator(0)(rows(97, [23, 9], seed=7))
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        bf16, _ = choose_loss(model, head_on_labels=True, packing=False, device="cpu", distributed="NO", precision="bf16")
+        fp32, _ = choose_loss(model, head_on_labels=True, packing=False, device="cpu", distributed="NO")
+        assert bf16.half == torch.bfloat16 and fp32.half is None
+        out = model(**fp32.model_inputs(batch))
+        hidden = out.hidden_states[-1].float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under = linear_cross_entropy(hidden, bf16.head.weight, labels)
+        plain = linear_cross_entropy(hidden, bf16.head.weight, labels)
+        assert float(bf16(out, labels)) == float(under) != float(plain) == float(fp32(out, labels))
+        assert float(under) == pytest.approx(float(plain), rel=LOSS_REL["bf16"])

@@ -96,6 +96,11 @@ class ModelConfig:
         "Attention kernel: 'auto' is flash-attention 2 on CUDA when flash-attn is installed, else PyTorch's sdpa; 'eager' is the slow reference.",
         ("auto", "sdpa", "eager", "flash_attention_2"),
     )
+    cpu_bf16_weights: bool = knob(
+        True,
+        "On a CPU training in bf16: store the frozen base weights in bf16 (half their memory, no cast of every weight in every forward) "
+        "while the LoRA weights and the optimizer stay fp32; ignored in fp32 and on GPUs, whose weights follow model.precision already.",
+    )
     load_in_4bit: bool = knob(
         False,
         "QLoRA: hold the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA only, double quantisation, bf16 compute), about a quarter of the bf16 weight memory.",

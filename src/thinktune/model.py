@@ -109,10 +109,15 @@ def pick_precision(requested: str, device: str) -> str:
     return requested
 
 
-def weight_dtype(precision: str, device: str) -> torch.dtype:
+def weight_dtype(precision: str, device: str, cpu_bf16_weights: bool = False) -> torch.dtype:
     """Base weights are stored in the training precision on GPU; on CPU they stay fp32 and
-    bf16 means autocast (fp32 master weights, bf16 matrix products)."""
-    if device == "cpu" or precision == "fp32":
+    bf16 means autocast (fp32 master weights, bf16 matrix products), unless model.cpu_bf16_weights
+    stores the frozen ones in bf16 as a GPU run does (issue 18; add_lora keeps LoRA's in fp32).
+
+    >>> [weight_dtype("bf16", "cpu"), weight_dtype("bf16", "cpu", True), weight_dtype("fp32", "cpu", True), weight_dtype("fp16", "cuda")]
+    [torch.float32, torch.bfloat16, torch.float32, torch.float16]
+    """
+    if precision == "fp32" or (device == "cpu" and not (precision == "bf16" and cpu_bf16_weights)):
         return torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float16
 

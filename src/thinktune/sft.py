@@ -65,7 +65,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
 
         # Model: the base weights, then LoRA adapters on lora.target_modules.
         set_seed(cfg.train.seed)
-        model = load_model(source, weight_dtype(precision, device), device, cfg.model.attn_implementation, cfg.model.load_in_4bit)
+        model = load_model(source, weight_dtype(precision, device, cfg.model.cpu_bf16_weights), device, cfg.model.attn_implementation, cfg.model.load_in_4bit)
         align_special_tokens(model, tokenizer)
         checkpointing = cfg.train.gradient_checkpointing
         if checkpointing is None:
@@ -80,7 +80,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
         run.check_space(tokenizer, trainable, len(data.train))
 
         # Loss: plain, head on labelled positions only, or Liger's kernel; chosen here, once.
-        loss, note = choose_loss(model, cfg.train.head_on_labels, cfg.train.packing, device, run.state.distributed_type.value)
+        loss, note = choose_loss(model, cfg.train.head_on_labels, cfg.train.packing, device, run.state.distributed_type.value, precision)
         if note:
             run.say(note, "note")
         per_pass = rows_per_pass(cfg, device)

@@ -110,12 +110,17 @@ class Loss:
       head to labelled positions, chunk by chunk. Same loss, a fraction of the logit memory.
     - `liger`: on CUDA with liger-kernel installed, the Trainer's `use_liger_kernel`.
     `causal_only`: right-padded batches run without their padding mask (`causal_mask_suffices`).
+    `half`: the run's bf16/fp16 compute type. accelerate hands the Trainer the model's outputs
+    converted to fp32 and the loss runs outside its autocast, so without this the head's matrix
+    products would run in fp32 (on a bf16 CPU at half the rate, issue 18's profile) or, with
+    half-precision weights, fail on mixed dtypes; the model's own head runs under autocast too.
     """
 
     kind: str = "plain"
     head: nn.Linear | None = None
     causal_only: bool = False
     chunk: int | None = None
+    half: torch.dtype | None = None
 
     def model_inputs(self, inputs: dict) -> dict:
         """The keyword arguments the model's forward gets for this strategy."""
@@ -129,7 +134,11 @@ class Loss:
     def __call__(self, outputs, labels, num_items_in_batch=None):
         """The Trainer's `compute_loss_func` for head_on_labels."""
         assert self.head is not None
-        return linear_cross_entropy(outputs.hidden_states[-1], self.head.weight, labels, num_items_in_batch, self.chunk)
+        hidden = outputs.hidden_states[-1]
+        if self.half is None:  # not autocast(enabled=False): that would switch off an autocast around us
+            return linear_cross_entropy(hidden, self.head.weight, labels, num_items_in_batch, self.chunk)
+        with torch.autocast(hidden.device.type, dtype=self.half):
+            return linear_cross_entropy(hidden, self.head.weight, labels, num_items_in_batch, self.chunk)
 
 
 def head_on_labels_blocker(model) -> str | None:
@@ -143,7 +152,7 @@ def head_on_labels_blocker(model) -> str | None:
     return None
 
 
-def choose_loss(model, head_on_labels: bool, packing: bool, device: str, distributed: str) -> tuple[Loss, str | None]:
+def choose_loss(model, head_on_labels: bool, packing: bool, device: str, distributed: str, precision: str = "fp32") -> tuple[Loss, str | None]:
     """The loss strategy of a run, and a note for the user when head_on_labels had to be off."""
     causal_only = not packing and causal_mask_suffices(model)
     if not head_on_labels:
@@ -155,4 +164,5 @@ def choose_loss(model, head_on_labels: bool, packing: bool, device: str, distrib
         why = "FSDP/DeepSpeed shard the head's weight"
     if why:
         return Loss("plain", causal_only=causal_only), f"train.head_on_labels is off for this run: {why}."
-    return Loss("head_on_labels", base_model(model).get_output_embeddings(), causal_only), None
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return Loss("head_on_labels", base_model(model).get_output_embeddings(), causal_only, half=half), None
