@@ -246,9 +246,8 @@ def test_frozen_weights_dtype_per_precision_and_device():
     import doctest
 
     from thinktune import config
-    from thinktune.model import weight_dtype
-
     from thinktune import model as model_mod
+    from thinktune.model import weight_dtype
 
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
     for test in finder.find(weight_dtype, "weight_dtype", globs={"weight_dtype": weight_dtype, "torch": torch}, module=model_mod):
