@@ -48,7 +48,8 @@ RECIPES = {
     "tt_batched": "thinktune, whole batches of 2 (rows_per_pass=2, causal mask only)",
     "tt_grouping_only": "thinktune, head_on_labels off",
     "tt_packing": "thinktune + packing (block-diagonal mask)",
-    "tt_bf16": "thinktune, bf16 autocast over fp32 base weights (model.cpu_bf16_weights=false, before issue 18)",
+    "tt_bf16": "thinktune, model.precision=bf16 (autocast over fp32 base weights)",
+    "tt_bf16w": "thinktune + frozen base weights in bf16 (model.cpu_bf16_weights=true)",
     "bare": "the model alone: rows one by one, head on labels, AdamW, no Trainer (a ceiling)",
 }
 # The tutorial's prompt (the popular R1 medical fine-tuning script, in spirit): plain text, the
@@ -96,7 +97,7 @@ def lora_config():
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 
 
-BF16_RECIPES = ("tutorial_cover_bf16", "trl_bf16", "tt_bf16")  # skipped where bf16 is only emulated
+BF16_RECIPES = ("tutorial_cover_bf16", "trl_bf16", "tt_bf16", "tt_bf16w")  # skipped where bf16 is only emulated
 
 
 def common_args(out: str) -> dict:
@@ -276,7 +277,8 @@ def child(name: str) -> None:
                 "tt_batched": ["train.rows_per_pass=2"],
                 "tt_grouping_only": ["train.head_on_labels=false"],
                 "tt_packing": ["train.packing=true"],
-                "tt_bf16": ["model.precision=bf16", "model.cpu_bf16_weights=false"],
+                "tt_bf16": ["model.precision=bf16"],
+                "tt_bf16w": ["model.precision=bf16", "model.cpu_bf16_weights=true"],
                 "tt_fp32": ["model.precision=fp32"],
             }[name]
             r = run_thinktune(train, sets, out)

@@ -242,7 +242,7 @@ def test_pissa_refuses_dora_and_4bit():
 
 
 def test_frozen_weights_dtype_per_precision_and_device():
-    """Issue 18: bf16 frozen weights on CPU only in a bf16 run with model.cpu_bf16_weights (its default)."""
+    """Issue 18: bf16 frozen weights on CPU only in a bf16 run with model.cpu_bf16_weights (off by default)."""
     import doctest
 
     from thinktune import config
@@ -253,7 +253,7 @@ def test_frozen_weights_dtype_per_precision_and_device():
     for test in finder.find(weight_dtype, "weight_dtype", globs={"weight_dtype": weight_dtype, "torch": torch}, module=model_mod):
         runner.run(test)
     assert runner.summarize(verbose=False) == (0, 1)  # one example, run and passed
-    assert config.ModelConfig().cpu_bf16_weights is True
+    assert config.ModelConfig().cpu_bf16_weights is False
     assert weight_dtype("bf16", "cpu", False) == torch.float32 and weight_dtype("bf16", "cuda", False) == torch.bfloat16
 
 

@@ -240,10 +240,10 @@ def test_bf16_frozen_weights_through_the_trainer(tmp_path, tiny_dir, short_sampl
     from thinktune.sft import train
 
     fp32 = train(tiny_config(tmp_path, tiny_dir, short_sample, "fp32", "model.cpu_bf16_weights=true"))
-    half = train(tiny_config(tmp_path, tiny_dir, short_sample, "half", "model.precision=bf16"))
+    half = train(tiny_config(tmp_path, tiny_dir, short_sample, "half", "model.precision=bf16", "model.cpu_bf16_weights=true"))
     assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}  # fp32 run: the knob changes nothing
-    assert {p.dtype for p in half.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # the default
-    off = train(tiny_config(tmp_path, tiny_dir, short_sample, "off", "model.precision=bf16", "model.cpu_bf16_weights=false"))
+    assert {p.dtype for p in half.model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    off = train(tiny_config(tmp_path, tiny_dir, short_sample, "off", "model.precision=bf16"))  # the default: off
     assert {p.dtype for p in off.model.parameters()} == {torch.float32}  # switched off: fp32 weights under autocast
     from safetensors.torch import load_file
 

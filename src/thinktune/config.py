@@ -96,8 +96,10 @@ class ModelConfig:
         "Attention kernel: 'auto' is flash-attention 2 on CUDA when flash-attn is installed, else PyTorch's sdpa; 'eager' is the slow reference.",
         ("auto", "sdpa", "eager", "flash_attention_2"),
     )
+    # Off by default: eval/compare load the base in fp32, and compare's held-out loss must repeat the
+    # run's own (issue 11); switching it on needs them to load what the run trained on (issue 18).
     cpu_bf16_weights: bool = knob(
-        True,
+        False,
         "On a CPU training in bf16: store the frozen base weights in bf16 (half their memory, no cast of every weight in every forward) "
         "while the LoRA weights and the optimizer stay fp32; ignored in fp32 and on GPUs, whose weights follow model.precision already.",
     )
