@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.thinktune-installed
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo ui test lint bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 
 demo: setup
 	$(VENV)/bin/thinktune demo
+
+# The web page on http://127.0.0.1:7860 (English; 中文 at /zh/), its form starting from the demo's settings.
+ui: setup
+	$(VENV)/bin/thinktune ui --config examples/demo.yaml $(UI_ARGS)
 
 test: setup
 	$(PY) -m pytest -q -rs --durations=25
@@ -34,4 +38,4 @@ bench: setup
 	$(PY) benchmarks/train_speed.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache test-results

@@ -100,36 +100,10 @@ def _launch(n: int, argv: list[str]) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import GiB, dims_from, fit
-    from .plan_text import format_plan, train_command
+    from .plan_text import plan_report
 
-    # argparse's float() takes nan, inf and 1e308, which the byte count below cannot hold; nan
-    # fails every comparison, so it is refused too. 1 PiB is far above any machine's memory.
-    if not 0 < args.memory <= 2**20:
-        raise UserError(f"--memory must be a finite positive number of GiB, at most 1048576 (1 PiB); got {args.memory:g}.")
-    if (args.max_length is not None and args.max_length < 64) or (args.batch_size is not None and args.batch_size < 1):
-        raise UserError("--max-length must be at least 64 and --batch-size at least 1.")
-    if not 0 <= args.headroom < args.memory:
-        raise UserError(f"--headroom must be at least 0 and less than --memory ({args.memory:g} GiB); got {args.headroom:g}.")
     cfg = config_mod.load(args.config, [])
-    model = args.model or cfg.model.name
-    limit = args.max_length or cfg.data.max_length  # a hard limit: no row of the plan above it
-    result = fit(
-        dims_from(model),
-        int(args.memory * GiB),
-        args.device,
-        seq_lens=(limit, *(n for n in (2048, 1024, 512) if n < limit)) if limit else (4096, 2048, 1024, 512),
-        max_len_cap=limit or 32768,
-        headroom_bytes=int(args.headroom * GiB),
-        methods=(args.method,) if args.method else ("lora", "qlora"),
-        batches=(args.batch_size,) if args.batch_size else (4, 2, 1),
-        lora_r=cfg.lora.r,
-        lora_targets=tuple(cfg.lora.target_modules),
-        lora_dropout=cfg.lora.dropout,
-        head_on_labels=cfg.train.head_on_labels,
-    )
-    command = train_command(result, model, args.config, cfg.train.batch_size * cfg.train.grad_accum, fixed_length=cfg.data.max_length is not None)
-    print(format_plan(result, command))
+    print(plan_report(cfg, args.memory, args.device, args.model, args.method, args.max_length, args.batch_size, args.headroom, args.config))
     return 0
 
 
@@ -273,6 +247,22 @@ def cmd_chat(args) -> int:
     return chat(args.model, args.adapter, _decoding(args, args.seed), hide_thinking=args.hide_thinking, color=not args.no_color)
 
 
+def cmd_ui(args) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError('thinktune ui needs Gradio: pip install "thinktune[ui]" (or make ui, which installs it into .venv).')
+    from .ui.server import serve
+
+    workspace = Path(args.workspace)
+    if not workspace.is_dir():
+        raise UserError(f"--workspace {workspace}: no such folder.")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: give a port in 1-65535.")
+    start = config_mod.load(args.config, [])  # a bad --config fails here, in the CLI's words
+    return serve(args.host, args.port, args.lang, workspace, start, args.password)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -293,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "merge": cmd_merge,
         "export": cmd_export,
         "chat": cmd_chat,
+        "ui": cmd_ui,
     }[args.command]
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for all
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import textwrap
 
 from . import __version__
@@ -221,12 +222,28 @@ def _add_demo(sub) -> None:
     m.add_argument("--max-new-tokens", type=int, default=1024, help="Generation budget for each answer (thinking included).")
 
 
+def _add_ui(sub) -> None:
+    u = sub.add_parser("ui", help="The web page: data check, settings, training with live charts, runs, compare and chat, export (English and Chinese).")
+    u.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only); another host is reachable by others, and says so."
+    )
+    u.add_argument("--port", type=int, default=7860, help="Port to listen on (default 7860).")
+    u.add_argument("--lang", choices=["en", "zh"], default="en", help="Language of the address printed (both are served: English at /, Chinese at /zh/).")
+    u.add_argument("--config", help="YAML config the settings form starts from (e.g. examples/demo.yaml); default: the reference recipe.")
+    u.add_argument("--workspace", default=".", help="Folder the page's runs, configs and uploads go in (runs/, configs/, data/); default: the current folder.")
+    u.add_argument(
+        "--password",
+        default=os.environ.get("THINKTUNE_UI_PASSWORD"),
+        help="Ask for this password (user name thinktune); default $THINKTUNE_UI_PASSWORD, else none.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command's flags (one place for all parsers)."""
     parser = argparse.ArgumentParser(prog="thinktune", description="Fine-tune reasoning models on chain-of-thought data with LoRA, and measure what changed.")
     parser.add_argument("--version", action="version", version=f"thinktune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_plan, _add_data, _add_eval, _add_generate, _add_export, _add_chat, _add_demo):
+    for add in (_add_train, _add_plan, _add_data, _add_eval, _add_generate, _add_export, _add_chat, _add_demo, _add_ui):
         add(sub)
     return parser
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import shlex
 
-from .plan import METHODS, Fit, GiB, estimate
+from .errors import UserError
+from .plan import METHODS, Fit, GiB, dims_from, estimate, fit
 
 NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tune"}
 BRIEF = [
@@ -84,3 +85,44 @@ def train_command(f: Fit, model: str, config: str | None, effective_batch: int, 
     # A cap, not a fixed length: data shorter than the plan still gets its own covering length.
     values["data.max_length" if fixed_length else "data.max_length_cap"] = plan.seq_len
     return argv + [x for key, value in values.items() for x in ("--set", f"{key}={value}")]
+
+
+def plan_report(
+    cfg,
+    memory: float,
+    device: str = "cuda",
+    model: str | None = None,
+    method: str | None = None,
+    max_length: int | None = None,
+    batch_size: int | None = None,
+    headroom: float = 0.5,
+    config_path: str | None = None,
+) -> str:
+    """`thinktune plan`'s text for a config (its model, LoRA rank, targets, dropout and length)
+    and a memory budget in GiB: what the CLI prints and the web page shows."""
+    # argparse's float() takes nan, inf and 1e308, which the byte count below cannot hold; nan
+    # fails every comparison, so it is refused too. 1 PiB is far above any machine's memory.
+    if not 0 < memory <= 2**20:
+        raise UserError(f"--memory must be a finite positive number of GiB, at most 1048576 (1 PiB); got {memory:g}.")
+    if (max_length is not None and max_length < 64) or (batch_size is not None and batch_size < 1):
+        raise UserError("--max-length must be at least 64 and --batch-size at least 1.")
+    if not 0 <= headroom < memory:
+        raise UserError(f"--headroom must be at least 0 and less than --memory ({memory:g} GiB); got {headroom:g}.")
+    model = model or cfg.model.name
+    limit = max_length or cfg.data.max_length  # a hard limit: no row of the plan above it
+    result = fit(
+        dims_from(model),
+        int(memory * GiB),
+        device,
+        seq_lens=(limit, *(n for n in (2048, 1024, 512) if n < limit)) if limit else (4096, 2048, 1024, 512),
+        max_len_cap=limit or 32768,
+        headroom_bytes=int(headroom * GiB),
+        methods=(method,) if method else ("lora", "qlora"),
+        batches=(batch_size,) if batch_size else (4, 2, 1),
+        lora_r=cfg.lora.r,
+        lora_targets=tuple(cfg.lora.target_modules),
+        lora_dropout=cfg.lora.dropout,
+        head_on_labels=cfg.train.head_on_labels,
+    )
+    command = train_command(result, model, config_path, cfg.train.batch_size * cfg.train.grad_accum, fixed_length=cfg.data.max_length is not None)
+    return format_plan(result, command)

@@ -27,7 +27,7 @@ from .events import OnEvent
 from .model import add_lora, align_special_tokens, load_model, load_tokenizer, resolve, trainable_parameters, weight_dtype
 from .run import Run
 from .speed import Loss, base_model, choose_loss
-from .trainer import HeldoutEval, Progress, ThinktuneTrainer
+from .trainer import HeldoutEval, Progress, StopOnSignal, ThinktuneTrainer
 
 
 @dataclass
@@ -86,6 +86,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
         per_pass = rows_per_pass(cfg, device)
         pad = tokenizer.pad_token_id
         heldout = HeldoutEval(run, data.val, Collator(pad), cfg.train.eval_steps, per_pass)
+        stop = StopOnSignal(run.state.num_processes == 1)
         trainer = ThinktuneTrainer(
             model=model,
             args=training_arguments(cfg, device, precision, run.checkpoints, loss),
@@ -93,7 +94,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
             train_dataset=data.train,
             data_collator=PackingCollator(pad, base_model(model).config._attn_implementation) if cfg.train.packing else Collator(pad),
             processing_class=tokenizer,
-            callbacks=[heldout, Progress(run), *callbacks],
+            callbacks=[heldout, Progress(run), stop, *callbacks],
             run=run,
             keep=cfg.train.save_total_limit,
             lengths=[len(e["input_ids"]) for e in data.train],
@@ -105,7 +106,10 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=run.resume_from)
+        try:
+            result = trainer.train(resume_from_checkpoint=run.resume_from)
+        finally:
+            stop.restore()  # an interrupted run does not reach on_train_end
         summary = _summary(cfg, run, trainer, result, data, time.perf_counter() - start, per_pass)
         summary.update(trainable_parameters=trainable, total_parameters=total, gradient_checkpointing=checkpointing, loss=loss.kind)
         run.publish(trainer, tokenizer, summary, summary_text(summary, run.out))

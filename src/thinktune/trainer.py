@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -100,6 +102,44 @@ class Progress(TrainerCallback):
             return None
         per_step = (time.perf_counter() - self.start[1]) / (step - self.start[0])
         return per_step * (state.max_steps - step)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM asks the run to stop cleanly (issue 16: the web page's Stop button, a scheduler's
+    preemption): the step in flight finishes, a checkpoint is saved and sealed, and the run ends
+    as an interruption that keeps it (exit 130, `--resume` continues from it). A second SIGTERM
+    stops at once. Installed only in the main thread of a single-process run: under torchrun the
+    launcher's SIGTERM must end every process together, not start a save that waits for the others."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self.previous: Any = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.requested:
+            control.should_save = True  # saved (and sealed) by the Trainer right after this step
+
+    def on_save(self, args, state, control, **kw):
+        if self.requested:
+            raise KeyboardInterrupt  # Run keeps the sealed checkpoint and says how to resume
+
+    def on_train_end(self, args, state, control, **kw):
+        self.restore()
+
+    def restore(self) -> None:
+        if self.enabled and self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
 
 
 def _finite(tensors, bad_here: bool = False) -> bool:
