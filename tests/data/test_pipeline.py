@@ -158,19 +158,3 @@ def test_rows_cut_to_nothing_labelled_are_nothing_to_learn(r1_tokenizer, shared_
         refuse_answerless(p.report)
     ok = prepare(DataConfig(**{**cut.__dict__, "max_length": shortest_prompt + 40}), r1_tokenizer, rows=shared_en[:12])
     assert ok.report.trained_tokens > 0 and ok.report.heldout_tokens > 0 and not any("keep no labelled token" in w for w in ok.report.warnings)
-
-
-def test_truncated_rows_that_keep_no_label_are_dropped_and_counted(r1_tokenizer, shared_en):
-    """Issue 16: with batch_size 1, a row cut inside its prompt was a batch of 0/0 = NaN loss that
-    stopped the run at step 2. Such rows are dropped (and said) when others keep labels."""
-    full = _full_lengths(r1_tokenizer, shared_en[:12])
-    prompts = sorted(e["prompt_tokens"] for e in full.values())
-    m = prompts[len(prompts) // 2]  # cuts about half the rows inside their prompt
-    cut = DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.25, val_min_rows=2, max_length=m)
-    p = prepare(cut, r1_tokenizer, rows=shared_en[:12])
-    inside = {row for row, e in full.items() if e["prompt_tokens"] >= m}
-    dropped = {f.row for f in p.report.rows if f.fate == "dropped"}
-    assert inside and dropped == inside and p.report.dropped == len(inside)
-    assert all(any(x != -100 for x in e["labels"]) for e in p.train + p.val)
-    assert all(f.note.endswith("the cut keeps no labelled token") for f in p.report.rows if f.fate == "dropped")
-    assert p.report.truncated == sum(1 for row, e in full.items() if row not in inside and len(e["input_ids"]) > m)

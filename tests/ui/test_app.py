@@ -48,7 +48,7 @@ def server(tmp_path_factory, tiny_qwen2_dir, short_sample):
                 "data:",
                 f"  path: {short_sample}",
                 "  limit: null",
-                "  max_length: 160",
+                "  max_length: 192",
                 "  overflow: truncate",
                 "lora:",
                 "  dropout: 0",
@@ -129,7 +129,7 @@ def test_data_check_shows_the_report_and_every_token_coloured_as_the_pipeline_la
     page.locator("#tt-check").click()
     page.locator("#tt-example").wait_for()
     report = page.locator("#tt-report").inner_text()
-    assert "Data: 150 rows read" in report and "max_length 160" in report
+    assert "Data: 150 rows read" in report and "max_length 192" in report
     # The legend's counts are the labels the pipeline made for training example 1.
     cfg = config_mod.load(config)
     tok = load_tokenizer(resolve(str(tiny_qwen2_dir)))

@@ -219,24 +219,7 @@ def _cut(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict
         fate.note = "truncated: " + cut
         e["input_ids"], e["labels"] = e["input_ids"][:m], e["labels"][:m]
         kept.append(e)
-    return _drop_unlabelled(kept, report, fates)
-
-
-def _drop_unlabelled(kept: list[dict], report: DataReport, fates: dict) -> list[dict]:
-    """Rows cut inside their prompt keep nothing to learn; alone in a batch (batch_size 1, or
-    rows_per_pass 1 on CPU with a batch of such rows) their loss is 0/0 = NaN and stops the run
-    (found by the page's batch-of-1 run, issue 16). Dropped, and counted, when other rows keep
-    labels; when none does, the run is refused as a whole (refuse_answerless) with the reason."""
-    empty = [e for e in kept if all(x == IGNORE_INDEX for x in e["labels"])]
-    if not empty or len(empty) == len(kept):
-        return kept
-    for e in empty:
-        report.truncated -= 1
-        report.dropped += 1
-        fates[e["row"]].fate = "dropped"
-        fates[e["row"]].note = fates[e["row"]].note.removeprefix("truncated: ") + "; the cut keeps no labelled token"
-    gone = {id(e) for e in empty}
-    return [e for e in kept if id(e) not in gone]
+    return kept
 
 
 def _split(kept: list[dict], fraction: float, min_rows: int, seed: int, source: str, report: DataReport):
