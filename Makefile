@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.thinktune-installed
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo ui test lint bench clean
+.PHONY: setup demo rl-demo ui test lint bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 
 demo: setup
 	$(VENV)/bin/thinktune demo
+
+# Stage two on the demo: GRPO on the SFT demo's adapter (trained first if absent), then before/after on held-out items.
+rl-demo: setup
+	$(VENV)/bin/thinktune rl --demo
 
 # The web page on http://127.0.0.1:7860 (English; 中文 at /zh/), its form starting from the demo's settings.
 ui: setup

@@ -150,3 +150,23 @@ def test_unknown_command_is_an_argparse_error():
     with pytest.raises(SystemExit) as e:
         main(["nope"])
     assert e.value.code == 2
+
+
+def test_rl_with_bad_items_exits_2_naming_the_file_and_row(tmp_path, r1_tokenizer_dir):
+    bad = tmp_path / "items.json"
+    bad.write_text(json.dumps([{"question": "2+2?", "answer": "4"}, {"question": "3+3?"}]))
+    out = tmp_path / "rl"
+    p = run_cli("rl", "--data", str(bad), "--model", str(r1_tokenizer_dir), "--adapter", "none", "--out", str(out), "--set", "rl.exclude=[]")
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.startswith("thinktune: error:") and p.stderr.strip().count("\n") == 0
+    assert "items.json: 1 row(s) cannot be used: row 2: field 'answer' is missing" in p.stderr
+    assert not out.exists() and not (tmp_path / ".rl.partial").exists()
+
+
+def test_rl_flags_set_stage_twos_settings(capsys):
+    """--data and --adapter are rl.data and rl.adapter here (train's --data is data.path)."""
+    assert main(["rl", "--events", "json", "--data", "cmb", "--adapter", "none", "--steps", "3", "--set", "rl.stepz=3"]) == 2
+    assert "unknown setting 'rl.stepz'. Did you mean 'rl.steps'?" in capsys.readouterr().err
+    from thinktune.cli import RL_FLAG_SETTINGS
+
+    assert RL_FLAG_SETTINGS["data"] == "rl.data" and RL_FLAG_SETTINGS["adapter"] == "rl.adapter"

@@ -53,7 +53,15 @@ def test_reference_recipe_equals_the_defaults():
     assert cfg == config.Config()
     # every setting appears in the reference file
     keys = {f"{s}.{k}" for s, v in yaml.safe_load((ROOT / "examples" / "medical_r1.yaml").read_text()).items() for k in v}
-    assert keys == {name for name, _, _ in config.knobs()}
+    assert keys == {name for name, _, _ in config.knobs() if not name.startswith("rl.")}  # stage two's: medical_rl.yaml
+
+
+def test_the_rl_recipe_spells_out_every_rl_setting_at_its_default():
+    raw = yaml.safe_load((ROOT / "examples" / "medical_rl.yaml").read_text())
+    assert set(raw["rl"]) == {name.split(".", 1)[1] for name, _, _ in config.knobs() if name.startswith("rl.")}
+    cfg = config.load(ROOT / "examples" / "medical_rl.yaml")
+    assert cfg.rl == config.RlConfig() and cfg.model == config.ModelConfig()
+    assert (cfg.train.output_dir, cfg.rl.adapter) == ("runs/medical_rl", "runs/medical_r1")  # continues the reference SFT run
 
 
 def test_the_chinese_recipe_keeps_in_step_with_the_english_one():
@@ -143,7 +151,7 @@ def test_a_top_level_that_is_not_a_mapping_is_named(tmp_path, text):
     p = tmp_path / "list.yaml"
     p.write_text(text)
     for overrides in ([], ["train.lr=1"]):  # --set used to crash on a list (raw.setdefault)
-        with pytest.raises(ConfigError, match=rf"Config file {re.escape(str(p))}: expected a mapping of sections \(model, data, lora, train\)"):
+        with pytest.raises(ConfigError, match=rf"Config file {re.escape(str(p))}: expected a mapping of sections \(model, data, lora, train, rl\)"):
             config.load(p, overrides)
 
 
@@ -175,6 +183,12 @@ def test_a_top_level_that_is_not_a_mapping_is_named(tmp_path, text):
         ("data.limit=0", "'data.limit' must be at least 1"),
         ("train.seed=-1", r"'train.seed' must be in \[0, 4294967295\]"),
         ("train.seed=4294967296", r"'train.seed' must be in \[0, 4294967295\]"),
+        ("rl.num_generations=1", "'rl.num_generations' must be at least 2"),
+        ("rl.top_p=1.5", r"'rl.top_p' must be in \(0, 1\]"),
+        ("rl.epsilon=1", r"'rl.epsilon' must be in \(0, 1\)"),
+        ("rl.loss_type=ppo", "'rl.loss_type' must be one of grpo, dr_grpo, dapo, bnpo, cispo, sapo; got 'ppo'"),
+        ("rl.overlong_buffer=2048", r"rl.overlong_buffer \(2048\) must be less than rl.max_completion_length \(2048\)"),
+        ("rl.exclude=[1]", "'rl.exclude' must be a list of names"),
     ],
 )
 def test_each_range_is_checked_and_says_what_is_allowed(override, message):

@@ -13,7 +13,7 @@ from .console import Console
 from .decoding import Decoding
 from .errors import Interrupted, UserError
 from .events import WRITE_ERRNOS, JsonLines, Message, failure
-from .flags import FLAG_SETTINGS, build_parser
+from .flags import FLAG_SETTINGS, RL_FLAG_SETTINGS, build_parser
 
 
 def _decoding(args, seed: int | None) -> Decoding:
@@ -59,6 +59,32 @@ def cmd_train(args) -> int:
         on_event(failure(e))  # a watcher of --events json learns why, not only the exit code
         raise
     train(cfg, resume=args.resume, on_event=on_event)
+    return 0
+
+
+def cmd_rl(args) -> int:
+    """`thinktune rl`: GRPO (rl/grpo.py); `--demo` on the offline demo model (rl/demo.py)."""
+    values = {key: getattr(args, attr) for attr, key in RL_FLAG_SETTINGS.items() if getattr(args, attr, None) is not None}
+    if str(values.get("rl.adapter", "")).lower() == "none":
+        values["rl.adapter"] = None
+    if args.overwrite:
+        values["train.overwrite"] = True
+    if args.demo:
+        from .rl.demo import run_rl_demo
+
+        if args.heldout < 2:
+            raise UserError("--heldout must be at least 2 items.")
+        run_rl_demo(config_mod.load(args.config or "examples/demo_rl.yaml", list(args.set), values), heldout=args.heldout)
+        return 0
+    from .rl.grpo import train_rl
+
+    on_event = JsonLines() if args.events == "json" else Console()
+    try:
+        cfg = config_mod.load(args.config, list(args.set), values)
+    except UserError as e:
+        on_event(failure(e))
+        raise
+    train_rl(cfg, resume=args.resume, on_event=on_event)
     return 0
 
 
@@ -274,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     handler = {
         "train": cmd_train,
+        "rl": cmd_rl,
         "plan": cmd_plan,
         "demo": cmd_demo,
         "data": cmd_data_check,

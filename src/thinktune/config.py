@@ -267,17 +267,103 @@ class TrainConfig:
 
 
 @dataclass
+class RlConfig:
+    """`thinktune rl` only (stage two, GRPO on answers that can be checked). The run-level settings
+    it shares with SFT stay in train.* (output_dir, overwrite, seed, save_steps, lr_scheduler,
+    warmup_ratio, weight_decay, max_grad_norm, gradient_checkpointing); lr and steps are its own."""
+
+    data: str = knob(
+        "medmcqa",
+        "Items with checkable answers: medqa, medmcqa, pubmedqa or cmb (read from ../shared/data/eval or $THINKTUNE_EVAL_DIR), "
+        "a file of that shape, or a .json/.jsonl file of {question, answer} rows (short answers compared after normalisation).",
+    )
+    adapter: Optional[str] = knob(
+        "runs/medical_r1",
+        "The SFT run folder whose adapter RL goes on training; null = the base model with a fresh LoRA from lora.*.",
+    )
+    exclude: list = knob(
+        ["medqa"],
+        "Benchmarks (names or files) you will evaluate on: items whose normalised question is in one of them are removed and counted, so nothing is trained on the test.",
+    )
+    limit: Optional[int] = knob(None, "Use at most this many items (null = all); a seeded random sample when there are more.", at_least=1)
+    ask_answer_line: bool = knob(
+        True, "Ask in each prompt for a closing 'The answer is X.' line, which the answer reader (as in thinktune eval) reads most surely."
+    )
+    num_generations: int = knob(
+        8,
+        "Completions sampled per prompt: GRPO scores each against the others of its group, so more give a steadier signal at more generation time.",
+        at_least=2,
+    )
+    prompts_per_step: int = knob(2, "Prompts per weight update; each brings num_generations completions.", at_least=1)
+    max_prompt_length: int = knob(512, "Prompts longer than this many tokens are left out and counted (never cut, which would cut the options).", at_least=8)
+    max_completion_length: int = knob(
+        2048,
+        "Longest completion in tokens, thinking included; R1-style thinking needs room: a limit that cuts most completions gives every one reward 0 and nothing is learned.",
+        at_least=8,
+    )
+    temperature: float = knob(0.6, "Sampling temperature of the completions (DeepSeek's advice for R1 models is 0.6).", above=0)
+    top_p: float = knob(0.95, "Nucleus sampling cut-off of the completions (DeepSeek advises 0.95).", above=0, at_most=1)
+    repetition_penalty: float = knob(1.0, "Penalty on tokens already written (1 = none); a very small model may need 1.1 to stop looping.", above=0)
+    lr: float = knob(
+        1e-5,
+        "Learning rate of RL: far below SFT's, as each update follows the model's own noisy samples and a large step collapses what SFT taught; "
+        "LoRA takes about ten times TRL's full-model default of 1e-6.",
+        above=0,
+    )
+    steps: int = knob(200, "Weight updates to make.", at_least=1)
+    beta: float = knob(0.0, "KL weight: pull towards the starting model (0, TRL's default, loads no reference copy; DeepSeek-R1 used 0.001).", at_least=0)
+    loss_type: str = knob(
+        "dapo",
+        "TRL's loss: dapo (tokens of the whole batch weigh alike, TRL's default), grpo (each completion averaged, prefers short right ones), "
+        "dr_grpo (divided by a constant), bnpo, cispo or sapo.",
+        ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"),
+    )
+    epsilon: float = knob(0.2, "Clip range: how far one update may move a token's probability ratio from 1.", above=0, below=1)
+    correctness_weight: float = knob(1.0, "Weight of the correctness reward: 1 when the answer after </think> is the right one, else 0.", at_least=0)
+    format_weight: float = knob(
+        0.5,
+        "Weight of the format reward: a third each for one thinking section that opens and closes, a non-empty answer after it, and ending on the end token.",
+        at_least=0,
+    )
+    stated_weight: float = knob(
+        0.2,
+        "Weight of the stated-answer reward: 1 when the answer names exactly one option (right or wrong), so an unreadable answer costs something.",
+        at_least=0,
+    )
+    length_weight: float = knob(
+        1.0, "Weight of DAPO's overlong penalty (0 down to -1 within overlong_buffer tokens of the limit), so the model learns to finish.", at_least=0
+    )
+    overlong_buffer: int = knob(
+        256,
+        "The last stretch before max_completion_length, in tokens, over which the overlong penalty grows from 0 to -1 (DAPO); 0 = only a cut completion is penalised.",
+        at_least=0,
+    )
+    mask_truncated: bool = knob(
+        True, "Leave completions cut at the limit out of the loss (DAPO, TRL's mask_truncated_completions): their reward says nothing about their answer."
+    )
+    completions_every: int = knob(
+        10, "Write every completion of one step in this many (prompt, completion, rewards) to completions.jsonl, to read what is rewarded.", at_least=1
+    )
+    use_vllm: str = knob(
+        "auto",
+        "Generate with vLLM beside training (TRL's colocate mode): 'auto' = when vllm is installed and the device is CUDA, 'on' = required, 'off' = transformers' generate.",
+        ("auto", "on", "off"),
+    )
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-_SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig}
+_SECTION_TYPES = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig, "rl": RlConfig}
 
 
 def knobs() -> list[tuple[str, dataclasses.Field, Any]]:
@@ -316,7 +402,7 @@ def _coerce(name: str, value: Any, typ: Any, meta: Mapping[str, Any], where: str
     if base is float:
         value = _finite(name, value, where)
     if base is list:
-        value = _names(name, value, where)
+        value = _names(name, value, where) if name == "lora.target_modules" else _strings(name, value, where)
     choices, rng = meta.get("choices"), meta.get("range")
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{name}' must be one of {', '.join(choices)}; got {value!r}.")
@@ -349,6 +435,15 @@ def _names(name: str, value: list | str, where: str) -> list[str]:
     return value
 
 
+def _strings(name: str, value: list | str, where: str) -> list[str]:
+    """Any other list setting: "a,b" or [a, b] of non-empty strings; empty is allowed."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: '{name}' must be a list of names, e.g. [medqa, cmb]; got {value!r}.")
+    return value
+
+
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(known)}."
@@ -359,7 +454,7 @@ def from_dict(raw: dict, where: str = "config") -> Config:
     """Build a Config from a nested dict, refusing unknown sections and keys."""
     cfg = Config()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of sections (model, data, lora, train).")
+        raise ConfigError(f"{where}: expected a mapping of sections (model, data, lora, train, rl).")
     for section, values in raw.items():
         if section not in _SECTION_TYPES:
             raise _unknown(section, list(_SECTION_TYPES), where)
@@ -409,6 +504,11 @@ def check(cfg: Config, where: str) -> Config:
             "lora.init=pissa cannot be combined with model.load_in_4bit=true: PiSSA takes its start out of full-precision weights, "
             "and the adapter saved for the original model would not match the 4-bit one it was trained on",
         ),
+        (
+            cfg.rl.overlong_buffer < cfg.rl.max_completion_length,
+            f"rl.overlong_buffer ({cfg.rl.overlong_buffer}) must be less than rl.max_completion_length ({cfg.rl.max_completion_length}): "
+            "the penalty grows over the last stretch before the limit",
+        ),
     ]
     for ok, message in rules:
         if not ok:
@@ -451,7 +551,7 @@ def _read_yaml(p: Path) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"Config file {p}: expected a mapping of sections (model, data, lora, train) at the top level, got a {type(raw).__name__}; "
+            f"Config file {p}: expected a mapping of sections (model, data, lora, train, rl) at the top level, got a {type(raw).__name__}; "
             "see examples/medical_r1.yaml."
         )
     return raw

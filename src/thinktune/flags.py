@@ -131,6 +131,37 @@ def _add_train(sub) -> None:
     )
 
 
+def _add_rl(sub) -> None:
+    r = sub.add_parser(
+        "rl",
+        help="Stage two: reinforcement learning (GRPO) on answers that can be checked, continuing an SFT adapter.",
+        epilog=_knob_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("--config", help="YAML config file (e.g. examples/medical_rl.yaml); without it the defaults apply.")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting, e.g. --set rl.steps=50 (repeatable).")
+    r.add_argument("--model", help="Base model (sets model.name): the one the SFT adapter was trained on.")
+    r.add_argument("--adapter", help="The SFT run folder to continue (sets rl.adapter); 'none' = a fresh LoRA on the base.")
+    r.add_argument("--data", help="Items with checkable answers: medqa, medmcqa, pubmedqa, cmb, or a file (sets rl.data).")
+    r.add_argument("--out", help="Run folder to write (sets train.output_dir).")
+    r.add_argument("--steps", type=int, help="Weight updates to make (sets rl.steps).")
+    r.add_argument("--lr", type=float, help="Learning rate (sets rl.lr).")
+    _add_overwrite(r, "the run in --out (train.overwrite=true)")
+    r.add_argument("--resume", action="store_true", help="Continue an interrupted run of --out from its newest complete checkpoint (same command otherwise).")
+    r.add_argument(
+        "--events",
+        choices=["console", "json"],
+        default="console",
+        help="Progress as lines for a person (default) or as one JSON event per line on stdout.",
+    )
+    r.add_argument(
+        "--demo",
+        action="store_true",
+        help="The offline demo: GRPO on the SFT demo's adapter (trained first if absent) with examples/demo_rl.yaml, then before/after on held-out items.",
+    )
+    r.add_argument("--heldout", type=int, default=48, help="--demo: how many held-out items measure before/after (default 48).")
+
+
 def _add_plan(sub) -> None:
     pl = sub.add_parser("plan", help="Before a run: expected peak memory by part, and the settings that fit a memory budget (no weights loaded).")
     pl.add_argument("--model", help="Hub id, local folder or config.json, or a known name (r1-1.5b, r1-7b, smollm2-demo); default: the config's model.name.")
@@ -243,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinktune", description="Fine-tune reasoning models on chain-of-thought data with LoRA, and measure what changed.")
     parser.add_argument("--version", action="version", version=f"thinktune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_plan, _add_data, _add_eval, _add_generate, _add_export, _add_chat, _add_demo, _add_ui):
+    for add in (_add_train, _add_rl, _add_plan, _add_data, _add_eval, _add_generate, _add_export, _add_chat, _add_demo, _add_ui):
         add(sub)
     return parser
 
 
+# `thinktune rl`'s flags -> the settings they set.
+RL_FLAG_SETTINGS = {"model": "model.name", "adapter": "rl.adapter", "data": "rl.data", "out": "train.output_dir", "steps": "rl.steps", "lr": "rl.lr"}
 # CLI flag -> the setting it sets (typed: the value goes into the config as parsed, checked there).
 FLAG_SETTINGS = {"model": "model.name", "data": "data.path", "out": "train.output_dir", "limit": "data.limit", "epochs": "train.epochs", "lr": "train.lr"}

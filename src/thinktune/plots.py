@@ -28,3 +28,34 @@ def loss_curve(records: list[dict], path: Path | BinaryIO, title: str = "") -> N
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+REWARD_SERIES = (
+    ("reward", "total reward (weighted)"),
+    ("accuracy", "accuracy (correctness)"),
+    ("format_rate", "format: all three checks"),
+    ("cut_rate", "share cut at the limit"),
+)
+
+
+def reward_curve(records: list[dict], path: Path | BinaryIO, title: str = "") -> None:
+    """RL (thinktune rl): the total reward, accuracy, format rate and the share of completions cut
+    at the limit, per optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key, label in REWARD_SERIES:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean over the step's completions")
+    ax.set_title(title or "reward")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

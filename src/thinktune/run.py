@@ -32,7 +32,7 @@ from .atomic import dumps, write_json, write_jsonl, write_text
 from .errors import Interrupted, UserError
 from .events import Event, Finished, Message, OnEvent, Started, failure, ignore
 from .outputs import claim, publish
-from .plots import loss_curve
+from .plots import loss_curve, reward_curve
 
 try:
     import fcntl
@@ -134,7 +134,8 @@ class Run:
         self.warnings: list[str] = []
         self.lock: tuple[int, Path] | None = None  # held by the main process while the run lives
         self.finished = False  # the adapter is saved in the partial folder: never delete it
-        self.sources = (cfg.model.name, cfg.data.path)  # what the run reads: --out must not be or hold them
+        # what the run reads: --out must not be or hold them
+        self.sources = (cfg.model.name, cfg.rl.data, cfg.rl.adapter) if stage == "rl" else (cfg.model.name, cfg.data.path)
 
     # lifecycle
 
@@ -189,8 +190,9 @@ class Run:
             raise
         self.emit(failure(error))
 
-    def publish(self, trainer, tokenizer, summary: dict, text: str) -> None:
-        """Save the adapter and every output into the partial folder, then rename it into place."""
+    def publish(self, trainer, tokenizer, summary: dict, text: str, card: str | None = None) -> None:
+        """Save the adapter and every output into the partial folder, then rename it into place;
+        `card`: the README.md of a stage with its own (else the SFT model card)."""
         summary["warnings"] = self.warnings
         trainer.save_model(str(self.work))  # PEFT adapter folder; FSDP/DeepSpeed gather it; main writes
         if self.main:
@@ -200,7 +202,7 @@ class Run:
                 claim(self.out, "run", self.cfg.train.overwrite, self.sources)  # someone may have put files there meanwhile
             except UserError as e:
                 raise UserError(f"{e} The finished run is kept in {self.work}: move it where you want it.") from None
-            self._write_outputs(tokenizer, summary)
+            self._write_outputs(tokenizer, summary, card)
             publish(self.work, self.out, "run")
         self.emit(Finished(str(self.out), summary, text))
         self.state.wait_for_everyone()
@@ -225,9 +227,11 @@ class Run:
                 f.write(dumps(rec) + "\n")
 
     def plot(self) -> None:
-        """Redraw loss_curve.png from the records so far (a long run can be watched)."""
+        """Redraw the run's curve from the records so far (a long run can be watched): loss_curve.png
+        for SFT, reward_curve.png for RL."""
         if self.main:
-            loss_curve(self.records, self.work / "loss_curve.png", title=f"{self.cfg.model.name} + LoRA r={self.cfg.lora.r}")
+            draw, name = (reward_curve, "reward_curve.png") if self.stage == "rl" else (loss_curve, "loss_curve.png")
+            draw(self.records, self.work / name, title=f"{self.cfg.model.name} + LoRA r={self.cfg.lora.r}" + (" (RL)" if self.stage == "rl" else ""))
 
     # where the run stands
 
@@ -351,7 +355,7 @@ class Run:
         self.say(f"Resuming from {last} (step {checkpoints.step_of(last)}).")
         return str(last), records
 
-    def _write_outputs(self, tokenizer, summary: dict) -> None:
+    def _write_outputs(self, tokenizer, summary: dict, card: str | None) -> None:
         from .card import model_card
 
         work, cfg = self.work, self.cfg
@@ -360,7 +364,7 @@ class Run:
         write_jsonl(work / "metrics.jsonl", self.records)  # rewritten whole from memory: no line cut short survives
         self.plot()
         write_json(work / "summary.json", summary)
-        write_text(work / "README.md", model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card
+        write_text(work / "README.md", card or model_card(cfg, summary, cfg.train.output_dir))  # replaces PEFT's blank card
         if self.checkpoints.is_dir() and (not cfg.train.keep_checkpoints or not any(self.checkpoints.iterdir())):
             shutil.rmtree(self.checkpoints)  # they exist to resume an unfinished run (issue 11)
 

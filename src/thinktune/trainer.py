@@ -191,7 +191,7 @@ class NonFiniteGuard(TrainerCallback):
     left a weight non-finite. Registered first, so nothing measures or saves such weights."""
 
     def __init__(self):
-        self.trainer: ThinktuneTrainer | None = None
+        self.trainer: Any = None  # a ThinktuneTrainer, or rl's trainer: bad_loss, sane_through, diverged()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         assert self.trainer is not None
@@ -328,14 +328,21 @@ class ThinktuneTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()  # every process has written its rng_state_<rank>.pth
-        if not self.args.should_save:
-            return
-        run_dir = Path(self._get_output_dir(trial=trial))
-        checkpoints.seal(run_dir / f"checkpoint-{self.state.global_step}", {"step": self.state.global_step, "tokens_seen": self.tokens_seen})
-        # Rotation by hand: the Trainer's own deletes older checkpoints (ordered by mtime) before
-        # the new one is sealed, so a crash then could leave no complete checkpoint at all.
-        sealed = [p for p in sorted(run_dir.glob("checkpoint-*"), key=checkpoints.step_of) if (p / checkpoints.SEAL).is_file()]
-        if self.keep:
-            for old in sealed[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
+        seal_and_rotate(self, trial, self.tokens_seen, self.keep)
+
+
+def seal_and_rotate(trainer, trial, tokens_seen: int, keep: int | None) -> None:
+    """After a Trainer saved checkpoint-<step>: seal it, then keep only the newest `keep` sealed
+    ones (SFT's and RL's trainers both call this from their _save_checkpoint)."""
+    trainer.accelerator.wait_for_everyone()  # every process has written its rng_state_<rank>.pth
+    if not trainer.args.should_save:
+        return
+    run_dir = Path(trainer._get_output_dir(trial=trial))
+    step = trainer.state.global_step
+    checkpoints.seal(run_dir / f"checkpoint-{step}", {"step": step, "tokens_seen": tokens_seen})
+    # Rotation by hand: the Trainer's own deletes older checkpoints (ordered by mtime) before
+    # the new one is sealed, so a crash then could leave no complete checkpoint at all.
+    sealed = [p for p in sorted(run_dir.glob("checkpoint-*"), key=checkpoints.step_of) if (p / checkpoints.SEAL).is_file()]
+    if keep:
+        for old in sealed[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -126,10 +126,11 @@ def _adapter_file(folder: Path) -> Path:
     return found[0]
 
 
-def attach_adapter(model, adapter: str | Path, base_name: str):
+def attach_adapter(model, adapter: str | Path, base_name: str, trainable: bool = False):
     """The LoRA adapter in folder `adapter` (a run folder or any PEFT adapter folder) attached to
     `model`, the base loaded from `base_name`; returns the PeftModel. The one place that checks the
-    adapter's files are whole and fit this base (issue 13): eval, compare, generate, chat, merge."""
+    adapter's files are whole and fit this base (issue 13): eval, compare, generate, chat, merge,
+    and `thinktune rl` (`trainable`: its LoRA weights go on training)."""
     from peft import PeftModel
 
     folder = Path(adapter)
@@ -140,7 +141,7 @@ def attach_adapter(model, adapter: str | Path, base_name: str):
     try:
         with warnings.catch_warnings():  # its missing keys become the error below, one paragraph
             warnings.filterwarnings("ignore", message="Found missing adapter keys")
-            peft_model = PeftModel.from_pretrained(model, str(folder))
+            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:  # a misfit the checks above do not foresee
         raise _misfit_error(folder, base_name, [_first_line(e)]) from None
     missing = _missing_lora(peft_model, shapes)

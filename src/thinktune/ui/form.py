@@ -32,9 +32,12 @@ class Field:
 
 
 def fields() -> list[Field]:
-    """Every setting, in the order of `--help`."""
+    """Every setting of the SFT stage the page runs, in the order of `--help` (rl.* belongs to
+    `thinktune rl`, a command of its own, not on the page yet)."""
     out = []
     for name, f, typ in config_mod.knobs():
+        if name.startswith("rl."):
+            continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         choices = f.metadata.get("choices")
         kind = "bool" if typ is bool else "choice" if choices else "text"
