@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         # the hub's switch also silences transformers' "Loading weights" bar (issue 11).
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # PEFT 0.21 calls a transformers API deprecated in 5.x on every LoRA wrap: noise for users.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # TRL 1.16 toggles gradient_checkpointing_disable/enable around every generation, by the same old names.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*is deprecated.*", category=FutureWarning)
     handler = {
         "train": cmd_train,
         "rl": cmd_rl,

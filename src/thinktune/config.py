@@ -344,10 +344,12 @@ class RlConfig:
     completions_every: int = knob(
         10, "Write every completion of one step in this many (prompt, completion, rewards) to completions.jsonl, to read what is rewarded.", at_least=1
     )
-    use_vllm: str = knob(
+    # Words, not on/off: YAML reads a bare on/off as true/false.
+    generator: str = knob(
         "auto",
-        "Generate with vLLM beside training (TRL's colocate mode): 'auto' = when vllm is installed and the device is CUDA, 'on' = required, 'off' = transformers' generate.",
-        ("auto", "on", "off"),
+        "What generates the completions: 'vllm' (vLLM beside training, TRL's colocate mode; CUDA and the vllm package), 'transformers' (its generate, any device), "
+        "or 'auto' = vllm when the device is CUDA and vllm is installed, else transformers.",
+        ("auto", "vllm", "transformers"),
     )
 
 

@@ -15,9 +15,11 @@ from . import config as config_mod
 from .decoding import Decoding
 
 
-def _knob_help() -> str:
+def _knob_help(stage: str = "sft") -> str:
+    """The settings a stage reads: SFT's (no rl.*), or RL's (no data.*: its items are rl.data)."""
     lines = ["settings (use --set section.key=value; defaults are the reference recipe):"]
-    knobs = list(config_mod.knobs())
+    skip = "rl." if stage == "sft" else "data."
+    knobs = [k for k in config_mod.knobs() if not k[0].startswith(skip)]
     width = max(len(name) for name, _, _ in knobs) + 2  # the longest name still gets a gap (issue 11)
     for name, f, _ in knobs:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -135,7 +137,7 @@ def _add_rl(sub) -> None:
     r = sub.add_parser(
         "rl",
         help="Stage two: reinforcement learning (GRPO) on answers that can be checked, continuing an SFT adapter.",
-        epilog=_knob_help(),
+        epilog=_knob_help("rl"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("--config", help="YAML config file (e.g. examples/medical_rl.yaml); without it the defaults apply.")

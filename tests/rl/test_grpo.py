@@ -211,8 +211,8 @@ def test_an_adapter_of_another_base_is_refused(smoke_run, tiny_rl, tmp_path):
 
 def test_vllm_is_asked_for_clearly():
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        use_vllm("on", "cpu")
-    assert use_vllm("auto", "cpu") is False and use_vllm("off", "cuda") is False
+        use_vllm("vllm", "cpu")
+    assert use_vllm("auto", "cpu") is False and use_vllm("transformers", "cuda") is False
 
 
 class Said:
@@ -246,3 +246,10 @@ def test_the_trap_is_called_out_loudly():
         "3 of 4 steps had most completions cut at rl.max_completion_length: raise it, or the run mostly learns to be short.",
         "3 of 4 steps learned nothing: in every group all completions got the same reward.",
     ]
+
+
+def test_qlora_and_vllm_off_cuda_fail_before_anything_is_written(tiny_rl, tmp_path):
+    for extra, message in (("model.load_in_4bit=true", "needs a CUDA GPU: bitsandbytes"), ("rl.generator=vllm", "rl.generator=vllm needs a CUDA GPU")):
+        with pytest.raises(UserError, match=message):
+            train_rl(config.load(None, sets(tiny_rl, tmp_path / "rl", extra)))
+        assert not (tmp_path / "rl").exists() and not (tmp_path / ".rl.partial").exists()

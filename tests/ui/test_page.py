@@ -42,7 +42,7 @@ def test_the_expected_gguf_size_is_the_exported_files_within_two_percent(workspa
 def test_the_shown_commands_give_the_same_config(tmp_path):
     cfg = config.load(ROOT / "examples" / "demo.yaml")
     page = Page(tmp_path, cfg)
-    yaml_text, command = P.yaml_and_command(page, cfg, "configs/demo.yaml")
+    yaml_text, command = P.yaml_and_command(cfg, "configs/demo.yaml")
     file_cmd, _, set_cmd = command.splitlines()
     assert file_cmd == "thinktune train --config configs/demo.yaml"
     saved = P.save_config(page, cfg, "configs/demo.yaml")

@@ -47,11 +47,9 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
     out of training besides rl.exclude (the demo's held-out split)."""
     cfg = config_mod.load(config) if isinstance(config, (str, Path)) else config
     rl = cfg.rl
-    from trl import GRPOConfig, GRPOTrainer  # noqa: F401  (imported here: a missing trl fails before any write)
-
     with Run(cfg, "rl", resume, on_event) as run:
         device, precision = run.device, run.precision
-        vllm = use_vllm(rl.use_vllm, device)
+        vllm = use_vllm(rl.generator, device)
         run.say(f"Device: {device} ({precision}); generation with {'vLLM (colocate)' if vllm else 'transformers generate'}.")
 
         # Items with checkable answers, the test questions left out, prompts as `thinktune eval` poses them.
@@ -67,7 +65,10 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
         set_seed(cfg.train.seed)
         model = load_model(source, weight_dtype(precision, device, cfg.model.cpu_bf16_weights), device, cfg.model.attn_implementation, cfg.model.load_in_4bit)
         align_special_tokens(model, tokenizer)
-        model = start_adapter(model, cfg, run)
+        # null: on for a GPU (TRL's default; 8 completions of 2k tokens are what fills it), off on a CPU, whose RAM holds them
+        checkpointing = cfg.train.gradient_checkpointing if cfg.train.gradient_checkpointing is not None else device == "cuda"
+        model = start_adapter(model, cfg, run, checkpointing)
+        run.say(f"Gradient checkpointing {'on' if checkpointing else 'off'} (train.gradient_checkpointing={cfg.train.gradient_checkpointing}).")
         trainable, total = trainable_parameters(model)
         run.say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).")
 
@@ -81,7 +82,7 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
         trainer = RlTrainer(
             model=model,
             reward_funcs=scorer.funcs(),
-            args=grpo_arguments(cfg, device, precision, run.checkpoints, vllm),
+            args=grpo_arguments(cfg, device, precision, run.checkpoints, vllm, checkpointing),
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=[RlProgress(run), stop, *callbacks],
@@ -105,13 +106,13 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
 
 
 def use_vllm(setting: str, device: str) -> bool:
-    """rl.use_vllm: 'auto' = on CUDA with vllm installed; 'on' fails clearly without either."""
+    """rl.generator: 'auto' = vLLM on CUDA with vllm installed; 'vllm' fails clearly without either."""
     installed = importlib.util.find_spec("vllm") is not None
-    if setting == "on" and device != "cuda":
-        raise UserError(f"rl.use_vllm=on needs a CUDA GPU (vLLM does not generate on {device.upper()}); set rl.use_vllm=auto or off.")
-    if setting == "on" and not installed:
-        raise UserError("rl.use_vllm=on needs the vllm package: pip install vllm (on a CUDA machine), or set rl.use_vllm=off.")
-    return setting == "on" or (setting == "auto" and device == "cuda" and installed)
+    if setting == "vllm" and device != "cuda":
+        raise UserError(f"rl.generator=vllm needs a CUDA GPU (vLLM does not generate on {device.upper()}); set rl.generator=auto or transformers.")
+    if setting == "vllm" and not installed:
+        raise UserError("rl.generator=vllm needs the vllm package: pip install vllm (on a CUDA machine), or set rl.generator=transformers.")
+    return setting == "vllm" or (setting == "auto" and device == "cuda" and installed)
 
 
 def trl_prompt(tokenizer, text: str) -> str:
@@ -152,11 +153,10 @@ def items_line(items: Items, too_long: int, used: int) -> str:
     return f"Items: {items.read} read from {items.source}; removed as questions of an evaluation benchmark: {removed}; {too_long} prompt(s) over rl.max_prompt_length left out; {used} to train on."
 
 
-def start_adapter(model, cfg, run: Run):
+def start_adapter(model, cfg, run: Run, checkpointing: bool):
     """The SFT run's adapter made trainable (rl.adapter), or a fresh LoRA from lora.*."""
     from ..weights import attach_adapter
 
-    checkpointing = bool(cfg.train.gradient_checkpointing)
     if cfg.rl.adapter is None:
         return add_lora(model, cfg.lora, checkpointing)
     trained = run_config(cfg.rl.adapter)
@@ -174,12 +174,10 @@ def eos_ids(model) -> list[int]:
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
-def grpo_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, vllm: bool):
+def grpo_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, vllm: bool, checkpointing: bool):
     from trl import GRPOConfig
 
     t, rl = cfg.train, cfg.rl
-    # only when asked: passing False still trips transformers 5's deprecation warning for the name
-    checkpointing: dict[str, Any] = {"gradient_checkpointing": True} if t.gradient_checkpointing else {}
     return GRPOConfig(
         output_dir=str(checkpoint_dir),
         # one prompt's group of completions per pass; an update = prompts_per_step groups, generated together
@@ -204,7 +202,8 @@ def grpo_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, vllm:
         data_seed=t.seed,
         report_to=config_mod.trackers(cfg),
         dataloader_num_workers=0,
-        **checkpointing,
+        # transformers 5's name: TRL's config defaults the old alias, gradient_checkpointing, to True
+        activation_checkpointing=checkpointing,
         num_generations=rl.num_generations,
         max_completion_length=rl.max_completion_length,
         temperature=rl.temperature,

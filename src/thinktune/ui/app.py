@@ -181,14 +181,14 @@ def settings_tab(page: P.Page, lang: str, form: Form, by_field: dict, error) -> 
     def do_show(p, *args):
         cfg = form.config(args)
         p = p or P.config_path_for(cfg)
-        return (*P.yaml_and_command(page, cfg, p), p)
+        return (*P.yaml_and_command(cfg, p), p)
 
     @shown(5)
     def do_save(p, *args):
         cfg = form.config(args)
         p = p or P.config_path_for(cfg)
         saved = P.save_config(page, cfg, p)
-        return (*P.yaml_and_command(page, cfg, p), p, gr.update(value=t("saved").format(saved)))
+        return (*P.yaml_and_command(cfg, p), p, gr.update(value=t("saved").format(saved)))
 
     form.on(plan_btn.click, do_plan, [memory, device], [error, plan])
     form.on(show.click, do_show, [path], [error, yaml_box, command, path])

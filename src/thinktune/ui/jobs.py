@@ -59,7 +59,7 @@ class Job:
         argv = [sys.executable, "-m", "thinktune", *self.command[1:], "--events", "json"]
         # Its own session: a Ctrl-C in the page's terminal does not reach the run; Stop does.
         self.proc = subprocess.Popen(
-            argv, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True, env=_child_env()
+            argv, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True, env=child_env()
         )
         self.readers = [threading.Thread(target=self._read_events, daemon=True), threading.Thread(target=self._read_console, daemon=True)]
         for t in self.readers:
@@ -150,7 +150,7 @@ class Job:
                 self.lines.append(line)
 
 
-def _child_env() -> dict:
+def child_env() -> dict:
     env = dict(os.environ)
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # its stderr is read line by line, not a terminal
     env["PYTHONUNBUFFERED"] = "1"

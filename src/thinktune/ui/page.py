@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -145,18 +146,12 @@ def example_html(prepared, tokenizer, index: int, lang: str) -> str:
     )
 
 
-def yaml_and_command(page: Page, cfg, config_path: str) -> tuple[str, str]:
+def yaml_and_command(cfg, config_path: str) -> tuple[str, str]:
     """The YAML a run of these settings writes and the shell commands that give the same run."""
     text = config_mod.dump(cfg)
     file_cmd = " ".join(train_argv(config_path))
-    set_cmd = " ".join(["thinktune", "train", *(_quote(a) for a in set_args(cfg))])
+    set_cmd = shlex.join(["thinktune", "train", *set_args(cfg)])
     return text, f"{file_cmd}\n# or, without the file:\n{set_cmd}"
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 def save_config(page: Page, cfg, config_path: str) -> Path:

@@ -15,7 +15,7 @@ from ..data.encode import tokenize
 from ..data.render import opens_think, render_prompt
 from ..decoding import Decoding
 from ..errors import UserError
-from .jobs import _child_env
+from .jobs import child_env
 from .page import Page
 from .text import tr
 
@@ -132,7 +132,7 @@ class CompareJob:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=_child_env(),
+            env=child_env(),
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
