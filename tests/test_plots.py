@@ -51,3 +51,16 @@ def test_the_picture_follows_the_numbers(tmp_path):
     loss_curve(TRAIN + HELD, a)
     loss_curve(TRAIN + [{**r, "eval_loss": 5.0} for r in HELD], b)
     assert a.read_bytes() != b.read_bytes()
+
+
+def test_reward_curve_draws_each_rate_it_has(tmp_path):
+    from thinktune.plots import reward_curve
+
+    recs = [{"step": s, "reward": 0.1 * s, "accuracy": 0.05 * s, "format_rate": 0.08 * s, "cut_rate": 1 - 0.09 * s} for s in range(1, 11)]
+    path = tmp_path / "reward_curve.png"
+    reward_curve(recs, path)
+    assert path.read_bytes()[:8] == PNG and matplotlib.image.imread(path).shape[:2] == (400, 700)
+    green, red = (0x2C / 255, 0xA0 / 255, 0x2C / 255), (0xD6 / 255, 0x27 / 255, 0x28 / 255)  # matplotlib's third and fourth
+    assert all(pixels(path, c) > 100 for c in (TRAIN_BLUE, HELDOUT_ORANGE, green, red))
+    reward_curve([{k: v for k, v in r.items() if k != "cut_rate"} for r in recs], path)
+    assert pixels(path, red) == 0  # a rate not logged is not drawn

@@ -117,6 +117,31 @@ def read_metrics(path: Path, up_to_step: int = 1 << 62) -> list[dict]:
 # --- a run in progress ----------------------------------------------------------------------
 
 
+def run_arguments(cfg, device: str, precision: str, checkpoint_dir: Path) -> dict:
+    """The Trainer settings every stage's run takes from train.* the same way (SFT's
+    TrainingArguments, RL's GRPOConfig): schedule, clipping, logging, checkpoints, precision, seed."""
+    t = cfg.train
+    return dict(
+        output_dir=str(checkpoint_dir),
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5 takes a ratio in [0, 1) here
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN must stop the run (NonFiniteGuard), not be averaged away
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=None,  # the stage's trainer rotates sealed checkpoints itself (trainer.seal_and_rotate)
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=config_mod.trackers(cfg),
+        dataloader_num_workers=0,
+    )
+
+
 class Run:
     """The folder, the processes and the listener of one run. Use it as a context manager: entering
     makes (or checks, for --resume) the partial folder; leaving on an error removes it unless it

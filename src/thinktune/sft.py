@@ -25,7 +25,7 @@ from .data.pipeline import refuse_answerless, report_lines
 from .errors import UserError
 from .events import OnEvent
 from .model import add_lora, align_special_tokens, load_model, load_tokenizer, resolve, trainable_parameters, weight_dtype
-from .run import Run
+from .run import Run, run_arguments
 from .speed import Loss, base_model, choose_loss
 from .trainer import HeldoutEval, Progress, StopOnSignal, ThinktuneTrainer
 
@@ -165,7 +165,7 @@ def training_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, l
     t = cfg.train
     per_pass = rows_per_pass(cfg, device)
     return TrainingArguments(
-        output_dir=str(checkpoint_dir),
+        **run_arguments(cfg, device, precision, checkpoint_dir),
         # A batch of batch_size rows is run as batch_size/per_pass accumulated passes: the Trainer
         # normalises the loss by the labelled tokens of the whole update, so the update is the
         # same, and the length-grouped sampler (megabatch = per_pass x accumulation) the same order.
@@ -173,28 +173,12 @@ def training_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, l
         gradient_accumulation_steps=t.grad_accum * (t.batch_size // per_pass),
         num_train_epochs=t.epochs,
         learning_rate=t.lr,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5 takes a ratio in [0, 1) here
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,  # a NaN must stop the run (NonFiniteGuard), not be averaged away
         eval_strategy="no",  # held-out loss is measured by HeldoutEval, per token
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
-        save_total_limit=None,  # ThinktuneTrainer rotates sealed checkpoints itself
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
         use_liger_kernel=loss.kind == "liger",
-        seed=t.seed,
-        data_seed=t.seed,
         ddp_find_unused_parameters=False,  # every LoRA weight is used; the search costs a pass
         remove_unused_columns=False,  # our collator picks the fields it needs
-        report_to=config_mod.trackers(cfg),
-        dataloader_num_workers=0,
     )
 
 

@@ -106,17 +106,17 @@ def test_two_grpo_steps_change_the_adapter_and_log_every_component(tiny_rl, tmp_
 def test_trl_tokenizes_the_prompt_as_thinktune_eval_does(tiny_rl, r1_tokenizer):
     """TRL adds the tokenizer's bos to a text prompt: the template's is taken off, so the ids
     TRL makes are those of `thinktune eval` (one bos, not two)."""
-    from thinktune.data.encode import tokenize
-    from thinktune.data.render import render_prompt
+    from thinktune.data.encode import bos_prefix, tokenize
 
     items = load_items(str(tiny_rl[1]))
     rl = config.load(None, []).rl
     rows, too_long = prompt_rows(items, r1_tokenizer, rl)
     assert too_long == 0 and len(rows) == 12
-    text = render_prompt(r1_tokenizer, [{"role": "user", "content": items.prompt_text(items.items[0], True)}])
+    text = items.rendered(r1_tokenizer, items.items[0], True)
     want = tokenize(r1_tokenizer, text)
     assert want[0] == r1_tokenizer.bos_token_id and want[1] != r1_tokenizer.bos_token_id
-    assert r1_tokenizer(rows[0]["prompt"])["input_ids"] == want == r1_tokenizer(trl_prompt(r1_tokenizer, text))["input_ids"]
+    assert bos_prefix(r1_tokenizer) == [r1_tokenizer.bos_token_id]  # the tokenizer adds one itself
+    assert r1_tokenizer(rows[0]["prompt"])["input_ids"] == want == r1_tokenizer(trl_prompt(r1_tokenizer, text, True))["input_ids"]
     assert json.loads(rows[0]["options"]) == ITEMS[0]["options"] and rows[0]["gold"] == "A"
 
 

@@ -57,12 +57,11 @@ def run_rl_demo(cfg, heldout: int = 48, sft_config: str = "examples/demo.yaml") 
 def measure(cfg, adapter: str | None, held: Items) -> dict:
     """Greedy answers to the held-out items, scored by the training rewards."""
     from ..data.encode import tokenize
-    from ..data.render import render_prompt
     from ..model import load_for_inference
 
     rl = cfg.rl
     model, tokenizer = load_for_inference(cfg.model.name, adapter, fold=True)
-    texts = [render_prompt(tokenizer, [{"role": "user", "content": held.prompt_text(i, rl.ask_answer_line)}]) for i in held.items]
+    texts = [held.rendered(tokenizer, i, rl.ask_answer_line) for i in held.items]
     dec = Decoding(max_new_tokens=rl.max_completion_length, temperature=0.0, repetition_penalty=rl.repetition_penalty, batch_size=16)
     outputs, _ = generate_all(model, tokenizer, [tokenize(tokenizer, t) for t in texts], dec, desc="held-out")
     rows = [score_output(item, text, o, rl) for item, text, o in zip(held.items, texts, outputs)]

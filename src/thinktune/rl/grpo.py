@@ -8,6 +8,7 @@ reward_curve.png. The rewards are pure functions (rl/rewards.py), one TRL reward
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -22,12 +23,12 @@ from transformers import TrainerCallback, set_seed
 
 from .. import config as config_mod
 from ..atomic import write_jsonl
-from ..data.encode import tokenize
-from ..data.render import opens_think, render_prompt
+from ..data.encode import bos_prefix, tokenize
+from ..data.render import opens_think
 from ..errors import UserError
 from ..events import OnEvent, Step
 from ..model import add_lora, align_special_tokens, load_model, load_tokenizer, resolve, trainable_parameters, weight_dtype
-from ..run import Run, read_metrics, run_config
+from ..run import Run, read_metrics, run_arguments, run_config
 from ..trainer import NonFiniteGuard, StopOnSignal, divergence_error, seal_and_rotate
 from .items import Items, drop_contaminated, load_items
 from .report import rl_card, summary_text
@@ -115,14 +116,12 @@ def use_vllm(setting: str, device: str) -> bool:
     return setting == "vllm" or (setting == "auto" and device == "cuda" and installed)
 
 
-def trl_prompt(tokenizer, text: str) -> str:
+def trl_prompt(tokenizer, text: str, adds_bos: bool) -> str:
     """The rendered prompt as TRL should be given it. TRL tokenizes a text prompt with the special
-    tokens added, so a tokenizer that adds its own bos (DeepSeek-R1's) would see it twice: the
-    template's bos is taken off the text, and the ids come out as `thinktune eval` makes them."""
+    tokens added, so a tokenizer that adds its own bos (`adds_bos`: DeepSeek-R1's) would see it
+    twice: the template's bos is taken off the text, and the ids come out as `thinktune eval` makes them."""
     bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and tokenizer(text)["input_ids"] != tokenize(tokenizer, text):
-        return text[len(bos) :]
-    return text
+    return text[len(bos) :] if adds_bos and bos and text.startswith(bos) else text
 
 
 def prompt_rows(items: Items, tokenizer, rl) -> tuple[Any, int]:
@@ -131,14 +130,15 @@ def prompt_rows(items: Items, tokenizer, rl) -> tuple[Any, int]:
     from datasets import Dataset
 
     rows, too_long = [], 0
+    adds_bos = bool(bos_prefix(tokenizer))
     for item in items.items:
-        text = render_prompt(tokenizer, [{"role": "user", "content": items.prompt_text(item, rl.ask_answer_line)}])
+        text = items.rendered(tokenizer, item, rl.ask_answer_line)
         if len(tokenize(tokenizer, text)) > rl.max_prompt_length:
             too_long += 1
             continue
         rows.append(
             {
-                "prompt": trl_prompt(tokenizer, text),
+                "prompt": trl_prompt(tokenizer, text, adds_bos),
                 "id": item.id,
                 "gold": item.gold,
                 "options": json.dumps(item.options, ensure_ascii=False),
@@ -177,31 +177,15 @@ def eos_ids(model) -> list[int]:
 def grpo_arguments(cfg, device: str, precision: str, checkpoint_dir: Path, vllm: bool, checkpointing: bool):
     from trl import GRPOConfig
 
-    t, rl = cfg.train, cfg.rl
+    rl = cfg.rl
     return GRPOConfig(
-        output_dir=str(checkpoint_dir),
+        **run_arguments(cfg, device, precision, checkpoint_dir),
         # one prompt's group of completions per pass; an update = prompts_per_step groups, generated together
         per_device_train_batch_size=rl.num_generations,
         gradient_accumulation_steps=rl.prompts_per_step,
         max_steps=rl.steps,
         learning_rate=rl.lr,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=1,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
-        save_total_limit=None,  # rotated by seal_and_rotate, after the seal
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=config_mod.trackers(cfg),
-        dataloader_num_workers=0,
+        logging_steps=1,  # every step's rewards: RL steps are few and slow
         # transformers 5's name: TRL's config defaults the old alias, gradient_checkpointing, to True
         activation_checkpointing=checkpointing,
         num_generations=rl.num_generations,
@@ -224,6 +208,7 @@ def RlTrainer(*a, run: Run, keep: int | None, **kw) -> Any:  # noqa: N802  (stan
     return _trainer_class()(*a, run=run, keep=keep, **kw)
 
 
+@functools.cache  # one class, made once
 def _trainer_class():
     from trl import GRPOTrainer
 

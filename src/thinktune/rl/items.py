@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.render import render_prompt
 from ..errors import DataError
 from ..evaluate.bench import BENCHMARKS, Item, load_bench, render_question
 
@@ -53,6 +54,10 @@ class Items:
         if self.fmt == "short":
             return item.question + (SHORT_SUFFIX if ask_answer_line else "")
         return render_question(item, self.fmt, ask_answer_line)
+
+    def rendered(self, tokenizer, item: Item, ask_answer_line: bool) -> str:
+        """The whole prompt through the model's chat template: what RL trains on and the demo measures."""
+        return render_prompt(tokenizer, [{"role": "user", "content": self.prompt_text(item, ask_answer_line)}])
 
 
 def load_items(source: str, limit: int | None = None, seed: int = 0) -> Items:
