@@ -408,8 +408,9 @@ def main() -> int:
 def write_results(out: Path, stamp: str, rates: dict, results: dict, done: int, total: int) -> None:
     from thinktune.atomic import write_text
 
-    head = f"{machine(rates)}; {done} of {total} runs\n\n"
-    record = {"machine": machine(rates), "rates_gflops": rates, "runs_done": done, "runs_planned": total, "results": results}
+    where = machine(rates)
+    head = f"{where}; {done} of {total} runs\n\n"
+    record = {"machine": where, "rates_gflops": rates, "runs_done": done, "runs_planned": total, "results": results}
     write_text(out / f"train_speed-{stamp}.json", json.dumps(record, indent=2))
     write_text(out / f"train_speed-{stamp}.md", head + table(results, rates) + "\n")
 

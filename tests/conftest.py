@@ -252,7 +252,7 @@ def tiny_qwen2_dir(tmp_path_factory, r1_tokenizer_dir):
 
 
 def tiny_config(tmp_path, tiny_dir, data, name, *sets):
-    """The config of a 2-step run of a tiny model on 14 rows of `data` cut to 80 tokens, in fp32
+    """The config of a 2-step run of a tiny model on 14 rows of `data` cut to 80 tokens (the 2 cut inside their prompt are dropped: 10 train, 2 held out), in fp32
     unless `sets` say otherwise, into tmp_path / name."""
     from thinktune import config
 

@@ -61,7 +61,13 @@ ROWS = [
         ["which this command reads"],
         "",
     ),
-    ("nothing-to-learn", ["train", *T, "--set", "data.max_length=8", "--set", "data.overflow=truncate"], 2, ["keep no labelled token", "nothing to learn"], ""),
+    (
+        "nothing-to-learn",
+        ["train", *T, "--set", "data.max_length=8", "--set", "data.overflow=truncate"],
+        2,
+        ["is cut inside its prompt at max_length 8", "no token of any row would be trained"],
+        "",
+    ),
     # --- tracebacks that are one paragraph now ----------------------------------------------
     ("yaml-not-utf8", ["data", "check", "--config", "{ws}/latin1.yaml"], 2, ["is not UTF-8 text"], ""),
     ("yaml-a-list-with-set", ["data", "check", "--config", "{ws}/list.yaml", "--set", "train.lr=1"], 2, ["expected a mapping of sections", "got a list"], ""),

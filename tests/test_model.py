@@ -253,6 +253,7 @@ def test_frozen_weights_dtype_per_precision_and_device():
     for test in finder.find(weight_dtype, "weight_dtype", globs={"weight_dtype": weight_dtype, "torch": torch}, module=model_mod):
         runner.run(test)
     assert runner.summarize(verbose=False) == (0, 1)  # one example, run and passed
+    assert (model_mod.half_dtype("bf16"), model_mod.half_dtype("fp16"), model_mod.half_dtype("fp32")) == (torch.bfloat16, torch.float16, None)
     assert config.ModelConfig().cpu_bf16_weights is False
     assert weight_dtype("bf16", "cpu", False) == torch.float32 and weight_dtype("bf16", "cuda", False) == torch.bfloat16
 

@@ -113,6 +113,23 @@ def test_the_base_model_of_a_run_folder(tmp_path):
         base_model_for(None, None)
 
 
+def test_a_run_folder_of_another_version_stays_readable(tmp_path):
+    """Issue 17: an SFT run recorded rl.use_vllm, since renamed rl.generator; the RL demo could not
+    read its base model. A recorded config drops what this version does not know, keeps the rest,
+    and still checks it; a config a user gives still refuses the unknown key."""
+    run = tmp_path / "run"
+    run.mkdir()
+    text = config.dump(cfg_for(tmp_path, **{"model.name": "r1-7b", "train.lr": 1e-4}))
+    (run / "config.yaml").write_text(text.replace("rl:\n", "rl:\n  use_vllm: auto\n") + "retired:\n  knob: 1\n")
+    cfg = run_config(run)
+    assert (cfg.model.name, cfg.train.lr, cfg.rl.generator) == ("r1-7b", 1e-4, "auto")
+    with pytest.raises(config.ConfigError, match="unknown setting 'rl.use_vllm'"):
+        config.load(run / "config.yaml")
+    (run / "config.yaml").write_text(text.replace("lr: 0.0001", "lr: -1"))
+    with pytest.raises(config.ConfigError, match="train.lr"):
+        run_config(run)
+
+
 def test_metrics_are_standard_json(tmp_path):
     with Run(cfg_for(tmp_path / "r"), "sft") as run:
         run.record({"step": 1, "loss": float("nan"), "grad_norm": float("inf")})
@@ -138,3 +155,13 @@ def test_a_file_put_into_out_during_training_keeps_the_finished_run_aside(tmp_pa
     with pytest.raises(UserError, match=rf"did not write \(notes.txt\).* The finished run is kept in {tmp_path / '.r.partial'}: move it"):
         train(config.load(None, sets), callbacks=[UserWritesIntoOut()])
     assert (tmp_path / ".r.partial" / "adapter_model.safetensors").is_file() and sorted(x.name for x in out.iterdir()) == ["notes.txt"]
+
+
+def test_run_doctests():
+    """The examples in run.py (a partial folder's run, ...) hold."""
+    import doctest
+
+    from thinktune import run as run_mod
+
+    result = doctest.testmod(run_mod)
+    assert result.failed == 0 and result.attempted >= 1

@@ -121,8 +121,8 @@ def test_auto_precision_follows_the_cpu_switch_and_compare_repeats_the_runs_own_
     assert bf16["optimizer_steps"] == fp32["optimizer_steps"] == 2
     # a kept checkpoint (train.keep_checkpoints=true) stays, sealed
     assert (tmp_path / "native" / "checkpoints" / "checkpoint-2" / "thinktune_checkpoint.json").is_file()
-    # the data warning (5 of 12 trained rows lose their answer at 80 tokens) is in summary.json and the card
-    assert [w for w in bf16["warnings"] if "of 12 training rows lose their whole answer" in w]
+    # the data warning (4 of 10 trained rows lose their answer at 80 tokens) is in summary.json and the card
+    assert [w for w in bf16["warnings"] if "4 of 10 training rows lose their whole answer" in w]
     assert bf16["warnings"][0] in (tmp_path / "native" / "README.md").read_text()
     for value, s in runs.items():
         run_dir = str(tmp_path / value)

@@ -77,7 +77,7 @@ def test_resume_applies_a_changed_learning_rate(tmp_path, tiny_qwen2_dir, short_
     changed = train(cfg("a", "train.lr=1e-3"), resume=True, on_event=events.append).summary
     same = train(cfg("same"), resume=True).summary
     assert changed["resumed_from_step"] == same["resumed_from_step"] == 2
-    steps = changed["optimizer_steps"]  # 4: 12 training rows in batches of 3; linear decay to 0
+    steps = changed["optimizer_steps"]  # 4: 10 training rows (2 of 14 cut inside their prompt) in batches of 3; linear decay to 0
     lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if "lr" in r}
     # the rate a step trained with (logged by transformers 5) is base x (steps - done) / steps
     assert lrs[2] == pytest.approx(1e-2 * (steps - 1) / steps, rel=1e-12)  # before the interruption: the old rate

@@ -149,7 +149,7 @@ class DataConfig:
     max_length_cap: int = knob(4096, "Upper bound for the automatic max_length; rows above it are dropped or truncated.", at_least=8)
     overflow: str = knob(
         "drop",
-        "Rows longer than max_length: 'drop' them (default, nothing half-learned) or 'truncate' them (keeps the start, may cut the answer and the end token).",
+        "Rows longer than max_length: 'drop' them (default, nothing half-learned) or 'truncate' them (keeps the start, may cut the answer and the end token; a row cut inside its prompt is dropped).",
         ("drop", "truncate"),
     )
     train_on_prompt: bool = knob(
@@ -535,6 +535,17 @@ def load(path: str | Path | None, overrides: Sequence[str] = (), values: dict[st
         section, key = dotted.split(".", 1)
         _apply_section(cfg, section, {key: value}, f"the value given for {dotted}")
     return check(cfg, where)
+
+
+def load_recorded(path: str | Path) -> Config:
+    """A config a run recorded (its config.yaml), maybe by another thinktune version: the settings
+    this version does not know (renamed or removed since) are left out, so an older run folder
+    stays readable (issue 17: a run's rl.use_vllm, since renamed rl.generator, made it unreadable).
+    A config a user gives is read by `load`, where an unknown key is an error."""
+    raw = _read_yaml(Path(path))
+    known = {s: {f.name for f in dataclasses.fields(t)} for s, t in _SECTION_TYPES.items()}
+    raw = {s: {k: v for k, v in values.items() if k in known[s]} if isinstance(values, dict) else values for s, values in raw.items() if s in known}
+    return check(from_dict(raw, where=str(path)), str(path))
 
 
 def _read_yaml(p: Path) -> dict:

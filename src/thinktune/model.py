@@ -109,6 +109,15 @@ def pick_precision(requested: str, device: str) -> str:
     return requested
 
 
+def half_dtype(precision: str) -> torch.dtype | None:
+    """The 16-bit dtype of a precision, None for fp32 (autocast's and the loss head's dtype).
+
+    >>> [half_dtype("bf16"), half_dtype("fp16"), half_dtype("fp32")]
+    [torch.bfloat16, torch.float16, None]
+    """
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
 def weight_dtype(precision: str, device: str, cpu_bf16_weights: bool = False) -> torch.dtype:
     """Base weights are stored in the training precision on GPU; on CPU they stay fp32 and
     bf16 means autocast (fp32 master weights, bf16 matrix products), unless model.cpu_bf16_weights
@@ -117,9 +126,10 @@ def weight_dtype(precision: str, device: str, cpu_bf16_weights: bool = False) ->
     >>> [weight_dtype("bf16", "cpu"), weight_dtype("bf16", "cpu", True), weight_dtype("fp32", "cpu", True), weight_dtype("fp16", "cuda")]
     [torch.float32, torch.bfloat16, torch.float32, torch.float16]
     """
-    if precision == "fp32" or (device == "cpu" and not (precision == "bf16" and cpu_bf16_weights)):
+    half = half_dtype(precision)
+    if half is None or (device == "cpu" and not (precision == "bf16" and cpu_bf16_weights)):
         return torch.float32
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    return half
 
 
 def cache_dir() -> Path:

@@ -66,10 +66,23 @@ def partial_dir(out: Path) -> Path:
     return out.resolve().parent / f".{out.name}.partial"
 
 
+def run_of_partial(folder: Path) -> Path | None:
+    """The run folder a partial folder will become (`partial_dir`'s inverse), None for any other folder.
+
+    >>> [run_of_partial(Path(p)) for p in ("runs/.demo.partial", "runs/demo", "runs/.partial", "runs/.demo")]
+    [PosixPath('runs/demo'), None, None, None]
+    """
+    name = folder.name
+    if not (name.startswith(".") and name.endswith(".partial")) or len(name) <= len("..partial"):
+        return None
+    return folder.parent / name[1 : -len(".partial")]
+
+
 def run_config(run_dir: str | Path):
-    """The Config a run was trained with (its config.yaml), or None for a plain adapter folder."""
+    """The Config a run was trained with (its config.yaml, settings of other thinktune versions
+    left out), or None for a plain adapter folder."""
     path = Path(run_dir) / "config.yaml"
-    return config_mod.load(path) if path.is_file() else None
+    return config_mod.load_recorded(path) if path.is_file() else None
 
 
 def run_summary(run_dir: str | Path | None) -> dict:
@@ -287,9 +300,14 @@ class Run:
             raise UserError(box[1])
         return box[0]
 
-    def check_space(self, tokenizer, trainable: int, train_rows: int) -> None:
-        """Fail before training when the disk cannot hold the checkpoints and the adapter."""
-        self.on_main(lambda: self._check_space(tokenizer, trainable, train_rows))
+    def check_space(self, tokenizer, trainable: int, steps: int) -> None:
+        """Fail before training when the disk cannot hold the checkpoints of `steps` updates and the adapter."""
+        self.on_main(lambda: self._check_space(tokenizer, trainable, steps))
+
+    def sft_steps(self, train_rows: int) -> int:
+        """The optimizer steps of SFT on `train_rows` rows (packing may make fewer)."""
+        t = self.cfg.train
+        return math.ceil(math.ceil(train_rows / (t.batch_size * self.state.num_processes)) / t.grad_accum * t.epochs)
 
     # inside
 
@@ -393,11 +411,10 @@ class Run:
         if self.checkpoints.is_dir() and (not cfg.train.keep_checkpoints or not any(self.checkpoints.iterdir())):
             shutil.rmtree(self.checkpoints)  # they exist to resume an unfinished run (issue 11)
 
-    def _check_space(self, tokenizer, trainable: int, train_rows: int) -> None:
+    def _check_space(self, tokenizer, trainable: int, steps: int) -> None:
         t = self.cfg.train
         # Each checkpoint holds a copy of the tokenizer: its JSON, plus ~1 MiB for the config and template.
         tok_bytes = len(tokenizer.backend_tokenizer.to_str(pretty=True)) + (1 << 20) if tokenizer.is_fast else 8 << 20
-        steps = math.ceil(math.ceil(train_rows / (t.batch_size * self.state.num_processes)) / t.grad_accum * t.epochs)
         saves = steps // t.save_steps + 1 if t.save_steps else 0  # the Trainer also saves the last step
         kept = min(saves, (t.save_total_limit or saves) + 1)  # one more exists while the next is sealed
         one = checkpoints.checkpoint_bytes(trainable, tok_bytes)

@@ -77,7 +77,7 @@ def train(config, rows: list[dict] | None = None, resume: bool = False, on_event
             model.save_pretrained(pissa_init, is_main_process=run.main)
         trainable, total = trainable_parameters(model)
         run.say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).")
-        run.check_space(tokenizer, trainable, len(data.train))
+        run.check_space(tokenizer, trainable, run.sft_steps(len(data.train)))
 
         # Loss: plain, head on labelled positions only, or Liger's kernel; chosen here, once.
         loss, note = choose_loss(model, cfg.train.head_on_labels, cfg.train.packing, device, run.state.distributed_type.value, precision)

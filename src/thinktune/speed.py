@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data.encode import IGNORE_INDEX
+from .model import half_dtype
 
 # Model types whose forward ends in `logits = lm_head(hidden)` with nothing after it (no logit
 # soft-capping or scaling), so skipping the head and applying it here gives the same loss.
@@ -164,5 +165,5 @@ def choose_loss(model, head_on_labels: bool, packing: bool, device: str, distrib
         why = "FSDP/DeepSpeed shard the head's weight"
     if why:
         return Loss("plain", causal_only=causal_only), f"train.head_on_labels is off for this run: {why}."
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    half = half_dtype(precision)
     return Loss("head_on_labels", base_model(model).get_output_embeddings(), causal_only, half=half), None

@@ -7,7 +7,7 @@ import pytest
 from thinktune.config import DataConfig
 from thinktune.data import pipeline
 from thinktune.data.encode import IGNORE_INDEX
-from thinktune.data.pipeline import prepare, refuse_answerless
+from thinktune.data.pipeline import prepare, refuse_answerless, report_lines
 from thinktune.errors import DataError
 
 
@@ -141,20 +141,22 @@ def test_control_characters_are_a_warning_in_the_report(r1_tokenizer, shared_en)
     assert p.report.warnings == [warning] and pipeline.report_lines(p.report)[-1] == ("warning", warning)
 
 
-def test_rows_cut_to_nothing_labelled_are_nothing_to_learn(r1_tokenizer, shared_en):
-    """Issue 13: max_length 8 with overflow=truncate trained on "0 labelled tokens" and showed a
-    held-out loss of 0.0000, exit 0. Nothing to learn is refused; held-out rows with nothing to
-    measure are said, and measured as nothing (not 0)."""
+def test_rows_cut_inside_their_prompt_are_dropped_and_counted(r1_tokenizer, shared_en):
+    """Issue 13: max_length 8 with overflow=truncate trained on "0 labelled tokens"; and a row cut
+    inside its prompt has no label, so at batch size 1 its loss is 0/0 = NaN. Such rows are dropped
+    and counted; when that is every row, the run is refused with the fix."""
     full = _full_lengths(r1_tokenizer, shared_en[:12])
-    shortest_prompt = min(e["prompt_tokens"] for e in full.values())
-    cut = DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.25, val_min_rows=3, max_length=8)
-    p = prepare(cut, r1_tokenizer, rows=shared_en[:12])
-    assert (p.report.trained_tokens, p.report.heldout_tokens) == (0, 0) and p.report.train_rows == 9
-    assert (
-        "The 3 held-out rows keep no labelled token at max_length 8: no held-out loss can be measured (it would read 0); raise data.max_length."
-        in p.report.warnings
-    )
-    with pytest.raises(DataError, match=r"x: the 9 training rows keep no labelled token at max_length 8, so there is nothing to learn"):
-        refuse_answerless(p.report)
-    ok = prepare(DataConfig(**{**cut.__dict__, "max_length": shortest_prompt + 40}), r1_tokenizer, rows=shared_en[:12])
-    assert ok.report.trained_tokens > 0 and ok.report.heldout_tokens > 0 and not any("keep no labelled token" in w for w in ok.report.warnings)
+    with pytest.raises(DataError, match=r"x: every one of the 12 selected rows is cut inside its prompt at max_length 8 \(data.overflow=truncate\)"):
+        prepare(DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.25, val_min_rows=3, max_length=8), r1_tokenizer, rows=shared_en[:12])
+    prompts = sorted(e["prompt_tokens"] for e in full.values())
+    m = prompts[5]  # rows whose prompt has m tokens or more keep no label (the first label is at position prompt_tokens)
+    inside = {r for r, e in full.items() if e["prompt_tokens"] >= m}
+    cfg = DataConfig(path="x", limit=None, overflow="truncate", val_fraction=0.25, val_min_rows=3, max_length=m)
+    p = prepare(cfg, r1_tokenizer, rows=shared_en[:12])
+    assert p.report.prompt_cut == p.report.dropped == len(inside) and 0 < len(inside) < 12
+    assert {f.row for f in p.report.rows if f.fate == "dropped"} == inside
+    assert all("the cut falls inside the prompt" in f.note for f in p.report.rows if f.fate == "dropped")
+    kept = 12 - len(inside)
+    assert p.report.train_rows + p.report.val_rows == p.report.truncated == kept
+    assert all(any(x != IGNORE_INDEX for x in e["labels"]) for e in p.train + p.val)
+    assert f"({len(inside)} dropped ({len(inside)} cut inside their prompt), {kept} truncated" in report_lines(p.report)[0][1]

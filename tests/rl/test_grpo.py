@@ -71,7 +71,10 @@ STEP_KEYS = {"step", "loss", "lr", "grad_norm", "reward", "reward_std", "accurac
 
 def test_two_grpo_steps_change_the_adapter_and_log_every_component(tiny_rl, tmp_path):
     out = tmp_path / "rl"
-    result = train_rl(config.load(None, sets(tiny_rl, out, "rl.steps=2")))
+    events: list = []
+    result = train_rl(config.load(None, sets(tiny_rl, out, "rl.steps=2")), on_event=events.append)
+    said = [getattr(e, "text", "") for e in events]
+    assert "Gradient checkpointing off (train.gradient_checkpointing=null, so on for a GPU and off on a CPU)." in said
     adapter = load_file(out / "adapter_model.safetensors")
     moved = max(float(t.abs().max()) for k, t in adapter.items() if "lora_B" in k)
     assert moved > 1e-3  # a fresh LoRA starts with B = 0

@@ -38,6 +38,7 @@ class DataReport:
     overflow: str = "drop"
     over_length: int = 0  # rows longer than max_length
     dropped: int = 0
+    prompt_cut: int = 0  # of the dropped: rows truncate would cut inside their prompt (no token left to learn)
     truncated: int = 0
     answer_lost: int = 0  # of the over-length rows: how many would lose the whole answer
     train_answer_lost: int = 0  # training rows that keep no token of their answer (overflow=truncate)
@@ -98,10 +99,6 @@ def prepare(data_cfg, tokenizer, seed: int = 42, rows: list[dict] | None = None)
     report.train_rows, report.val_rows = len(train), len(val)
     report.train_tokens = sum(len(e["input_ids"]) for e in train)
     report.trained_tokens, report.heldout_tokens = (sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in part) for part in (train, val))
-    if val and not report.heldout_tokens:
-        report.warnings.append(
-            f"The {len(val)} held-out rows keep no labelled token at max_length {report.max_length}: no held-out loss can be measured (it would read 0); raise data.max_length."
-        )
     report.train_answer_lost = sum(e["answer_start"] >= len(e["input_ids"]) for e in train)
     if train and report.train_answer_lost > len(train) / 4:
         report.warnings.append(
@@ -120,7 +117,7 @@ def report_lines(r: DataReport) -> list[tuple[str, str]]:
             "info",
             f"Data: {r.rows_read} rows read from {r.source}, {r.rows_selected} selected; "
             f"max_length {r.max_length} ({r.max_length_reason}); {r.over_length} over it "
-            f"({r.dropped} dropped, {r.truncated} truncated, {r.answer_lost} would lose their whole answer); "
+            f"({r.dropped} dropped{f' ({r.prompt_cut} cut inside their prompt)' if r.prompt_cut else ''}, {r.truncated} truncated, {r.answer_lost} would lose their whole answer); "
             f"{r.train_rows} train / {r.val_rows} held-out rows; {r.trained_tokens:,} labelled tokens per epoch.",
         )
     ]
@@ -136,13 +133,8 @@ def report_lines(r: DataReport) -> list[tuple[str, str]]:
 
 def refuse_answerless(report: DataReport) -> None:
     """Training on rows that all lost their answer makes a model that never answers: refuse it
-    (issue 11; seen: a finished run with no warning at all), and a run with nothing to learn (issue 13)."""
-    if report.train_rows and not report.trained_tokens:
-        raise DataError(
-            f"Data file {report.source}: the {report.train_rows} training rows keep no labelled token at max_length {report.max_length}, "
-            "so there is nothing to learn (the loss would be 0 and the adapter unchanged). Raise data.max_length (or data.max_length_cap); "
-            "`thinktune data check --rows` lists every row's length."
-        )
+    (issue 11; seen: a finished run with no warning at all). A row with nothing to learn never gets
+    here: `_cut` drops it (issue 13)."""
     if report.train_rows and report.train_answer_lost == report.train_rows:
         raise DataError(
             f"Data file {report.source}: every one of the {report.train_rows} training rows loses its whole answer "
@@ -215,10 +207,23 @@ def _cut(encoded: list[dict], cfg, report: DataReport, fates: dict) -> list[dict
             report.dropped += 1
             fate.fate, fate.note = "dropped", cut
             continue
+        if all(x == IGNORE_INDEX for x in e["labels"][:m]):
+            # Cut inside its prompt, a row has no label left; at batch size 1 its loss is 0/0 = NaN
+            # (seen in issue 17's review), and it teaches nothing anyway: drop it and say so.
+            report.dropped += 1
+            report.prompt_cut += 1
+            fate.fate, fate.note = "dropped", cut + "; the cut falls inside the prompt, so no token is left to learn"
+            continue
         report.truncated += 1
         fate.note = "truncated: " + cut
         e["input_ids"], e["labels"] = e["input_ids"][:m], e["labels"][:m]
         kept.append(e)
+    if not kept and report.prompt_cut:
+        raise DataError(
+            f"Data file {cfg.path}: every one of the {len(encoded)} selected rows is cut inside its prompt at max_length {m} "
+            "(data.overflow=truncate), so no token of any row would be trained. Raise data.max_length (or data.max_length_cap); "
+            "`thinktune data check --rows` lists every row's length."
+        )
     return kept
 
 

@@ -200,10 +200,11 @@ def rows_loss(model, tokenizer, rows: list[dict], precision: str = "fp32", batch
     import torch
 
     from ..data import Collator
+    from ..model import half_dtype
     from .loss import heldout_loss
 
     device = next(model.parameters()).device.type
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    half = half_dtype(precision)
     with torch.autocast(device_type=device, dtype=half or torch.float32, enabled=half is not None):
         return heldout_loss(model, rows, Collator(tokenizer.pad_token_id), batch_size=batch_size)
 

@@ -19,7 +19,7 @@ from ..evaluate.bench import Item
 from ..evaluate.generate import generate_all
 from ..evaluate.stats import Z95, wilson_interval
 from ..outputs import add_file
-from .grpo import train_rl
+from .grpo import check_adapter_base, train_rl
 from .items import Items, load_items
 from .rewards import Completion, format_checks
 from .scoring import component_rewards, total, weights
@@ -35,6 +35,7 @@ def run_rl_demo(cfg, heldout: int = 48, sft_config: str = "examples/demo.yaml") 
 
         print(f"No SFT adapter in {sft}: training the SFT demo first ({sft_config}).", flush=True)
         train(config_mod.load(sft_config, values={"train.output_dir": str(sft)}), on_event=Console())
+    check_adapter_base(cfg)  # before minutes of measuring, not after
     held = load_items(rl.data, heldout, HELD_SEED)
     print(f"\nHeld out: {len(held.items)} items of {rl.data} (seed {HELD_SEED}), never trained on. Measuring the start ...", flush=True)
     before = measure(cfg, str(sft) if sft else None, held)

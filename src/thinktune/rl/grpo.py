@@ -48,6 +48,7 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
     out of training besides rl.exclude (the demo's held-out split)."""
     cfg = config_mod.load(config) if isinstance(config, (str, Path)) else config
     rl = cfg.rl
+    check_adapter_base(cfg)
     with Run(cfg, "rl", resume, on_event) as run:
         device, precision = run.device, run.precision
         vllm = use_vllm(rl.generator, device)
@@ -69,9 +70,11 @@ def train_rl(config, resume: bool = False, on_event: OnEvent | None = None, held
         # null: on for a GPU (TRL's default; 8 completions of 2k tokens are what fills it), off on a CPU, whose RAM holds them
         checkpointing = cfg.train.gradient_checkpointing if cfg.train.gradient_checkpointing is not None else device == "cuda"
         model = start_adapter(model, cfg, run, checkpointing)
-        run.say(f"Gradient checkpointing {'on' if checkpointing else 'off'} (train.gradient_checkpointing={cfg.train.gradient_checkpointing}).")
+        asked = {None: "null, so on for a GPU and off on a CPU", True: "true", False: "false"}[cfg.train.gradient_checkpointing]
+        run.say(f"Gradient checkpointing {'on' if checkpointing else 'off'} (train.gradient_checkpointing={asked}).")
         trainable, total = trainable_parameters(model)
         run.say(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%).")
+        run.check_space(tokenizer, trainable, rl.steps)
 
         # Rewards: one TRL reward function per component; completions.jsonl every rl.completions_every steps.
         log_path = run.work / "completions.jsonl"
@@ -159,14 +162,18 @@ def start_adapter(model, cfg, run: Run, checkpointing: bool):
 
     if cfg.rl.adapter is None:
         return add_lora(model, cfg.lora, checkpointing)
-    trained = run_config(cfg.rl.adapter)
-    if trained is not None and trained.model.name != cfg.model.name:
-        raise UserError(f"rl.adapter={cfg.rl.adapter} was trained on {trained.model.name}, but model.name is {cfg.model.name}: give the same base model.")
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     run.say(f"Continuing the adapter of {cfg.rl.adapter} (its own LoRA settings; lora.* applies only to a fresh adapter).")
     return attach_adapter(model, cfg.rl.adapter, cfg.model.name, trainable=True)
+
+
+def check_adapter_base(cfg) -> None:
+    """rl.adapter must have been trained on model.name: checked before anything is loaded or written."""
+    trained = run_config(cfg.rl.adapter) if cfg.rl.adapter else None
+    if trained is not None and trained.model.name != cfg.model.name:
+        raise UserError(f"rl.adapter={cfg.rl.adapter} was trained on {trained.model.name}, but model.name is {cfg.model.name}: give the same base model.")
 
 
 def eos_ids(model) -> list[int]:

@@ -185,15 +185,16 @@ def list_runs(page: Page) -> list[dict]:
     """Run folders under the workspace's runs/: finished ones (summary.json) and interrupted ones
     that hold a checkpoint to resume (their partial folder)."""
     from .. import checkpoints
-    from ..run import run_summary
+    from ..run import run_of_partial, run_summary
 
     root = page.workspace / "runs"
     out = []
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         if d.name.startswith("."):
             last = checkpoints.latest_complete(d / "checkpoints")[0] if (d / "checkpoints").is_dir() else None
-            if last is not None and d.name.endswith(".partial"):
-                out.append({"run": str(Path("runs") / d.name[1 : -len(".partial")]), "state": "interrupted", "steps": checkpoints.step_of(last)})
+            target = run_of_partial(d)
+            if last is not None and target is not None:
+                out.append({"run": str(Path("runs") / target.name), "state": "interrupted", "steps": checkpoints.step_of(last)})
             continue
         s = run_summary(d)
         if s:

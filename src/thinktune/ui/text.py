@@ -148,7 +148,7 @@ KNOB_ZH: dict[str, str] = {
     "data.val_min_rows": "无论比例算出多少，至少留出这么多行",
     "data.max_length": "单条样本的最大 token 数；null = 刚好容纳最长的一行（不超过 max_length_cap）；越长越占显存和时间",
     "data.max_length_cap": "自动 max_length 的上限；超过它的行会被丢弃或截断",
-    "data.overflow": "超过 max_length 的行：丢弃（drop，默认，不学半截内容）或截断（truncate，保留开头，可能截掉答案和结束符）",
+    "data.overflow": "超过 max_length 的行：丢弃（drop，默认，不学半截内容）或截断（truncate，保留开头，可能截掉答案和结束符；截在提示词内的行仍丢弃）",
     "data.train_on_prompt": "是否也训练问题的 token；默认只训练推理、答案和结束符",
     "lora.r": "LoRA 秩，即小的可训练矩阵的大小：越大学得越多，越占显存，小数据上也越容易过拟合",
     "lora.alpha": "LoRA 缩放：更新量乘以 alpha/r；alpha 越大更新越强",
