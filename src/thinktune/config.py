@@ -311,7 +311,11 @@ class RlConfig:
         above=0,
     )
     steps: int = knob(200, "Weight updates to make.", at_least=1)
-    beta: float = knob(0.0, "KL weight: pull towards the starting model (0, TRL's default, loads no reference copy; DeepSeek-R1 used 0.001).", at_least=0)
+    beta: float = knob(
+        0.0,
+        "KL weight: pull towards the start (rl.adapter as it began, else the base model); 0, TRL's default, computes no reference; DeepSeek-R1 used 0.001.",
+        at_least=0,
+    )
     loss_type: str = knob(
         "dapo",
         "TRL's loss: dapo (tokens of the whole batch weigh alike, TRL's default), grpo (each completion averaged, prefers short right ones), "

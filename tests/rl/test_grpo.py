@@ -171,7 +171,8 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_rl, tmp_path):
 
 
 def test_an_sft_run_is_continued(smoke_run, tmp_path):
-    """rl.adapter: the SFT adapter is the start (loaded trainable), and RL moves it."""
+    """rl.adapter: the SFT adapter is the start (loaded trainable), and RL moves it; with rl.beta > 0
+    the KL is logged and TRL's frozen copy of the start ("ref") is not saved with the adapter."""
     cfg_sft, sft_dir, _, _, _ = smoke_run
     data = tmp_path / "items.json"
     data.write_text(json.dumps(ITEMS[:4]), encoding="utf-8")
@@ -191,6 +192,7 @@ def test_an_sft_run_is_continued(smoke_run, tmp_path):
             "rl.temperature=1.5",
             "rl.steps=1",
             "rl.lr=1e-3",
+            "rl.beta=0.04",
             f"train.output_dir={out}",
         ],
     )
@@ -200,8 +202,10 @@ def test_an_sft_run_is_continued(smoke_run, tmp_path):
     assert json.loads((out / "adapter_config.json").read_text())["r"] == cfg_sft.lora.r
     diff = max(float((start[k] - after[k]).abs().max()) for k in start)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    # the step moved the adapter exactly when its group's rewards differed
+    # the step moved the adapter exactly when its group's rewards differed (the KL's gradient is 0 at the start)
     assert (diff > 0) == (records[0]["reward_std"] > 0), (diff, records[0])
+    assert records[0]["kl"] == 0.0  # the policy is its reference before the first update
+    assert [p.name for p in out.iterdir() if p.is_dir()] == []  # no ref/ beside the adapter
 
 
 def test_an_adapter_of_another_base_is_refused(smoke_run, tiny_rl, tmp_path):

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,14 @@ def _trainer_class():
                 what = f"the loss became {self.bad_loss[1]:g}"
             what = what or "the gradient became non-finite (NaN or inf)"
             return divergence_error(Path(self.args.output_dir or "."), self.args.learning_rate, step, what, self.sane_through, self.args.should_save)
+
+        def _save(self, output_dir=None, state_dict=None):
+            super()._save(output_dir, state_dict)
+            # rl.beta > 0 on rl.adapter: TRL keeps the KL reference as a second PEFT adapter, "ref" (a frozen copy of
+            # the start), and PEFT saves every adapter, so ref/ would sit in each checkpoint and the run folder. It is
+            # not an output, and on resume TRL copies it again from the start adapter.
+            if self.args.should_save and "ref" in getattr(self.model, "peft_config", {}):
+                shutil.rmtree(Path(output_dir or self.args.output_dir or ".") / "ref", ignore_errors=True)
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
